@@ -1,0 +1,4 @@
+"""Shim so `python cli.py ...` works from a checkout; the real CLI is nlpipe/cli.py."""
+from nlpipe.cli import main
+
+main()

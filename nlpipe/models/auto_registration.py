@@ -1,0 +1,22 @@
+"""Every Auto-class registration of nlpipe, in one place (called once by ``import nlpipe``).
+
+Model types are prefixed ``nlpipe_`` so they never clash with a built-in transformers model type.
+Each family adds one block below; imports stay inside the function so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, AutoModelForTokenClassification
+
+
+def register_all() -> None:
+    """Register nlpipe's configs and models with transformers' Auto classes (idempotent)."""
+    from .rnn_tagger.configuration_rnn_tagger import RnnTaggerConfig
+    from .rnn_tagger.modeling_rnn_tagger import RnnForTokenClassification
+
+    AutoConfig.register(RnnTaggerConfig.model_type, RnnTaggerConfig, exist_ok=True)
+    AutoModelForTokenClassification.register(RnnTaggerConfig, RnnForTokenClassification, exist_ok=True)
+
+    # -- rnn_seq2seq (AutoModelForSeq2SeqLM) registers below --
+
+    # -- rnn_lm (AutoModelForCausalLM) registers below --
