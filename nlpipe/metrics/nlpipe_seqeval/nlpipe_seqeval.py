@@ -1,0 +1,104 @@
+"""Entity-level precision / recall / F1 for IOB2 tag sequences, on a 0-100 scale.
+
+A local `evaluate` module: load it with ``evaluate.load("<path to this folder>")`` (no Hub needed)
+or through ``nlpipe.metrics.load_metric("seqeval")``. It imports only evaluate, datasets and
+seqeval, because evaluate copies this file alone into its module cache before importing it.
+"""
+
+from __future__ import annotations
+
+import datasets
+import evaluate
+from seqeval.metrics import accuracy_score, classification_report
+from seqeval.scheme import IOB2
+
+_DESCRIPTION = """\
+seqeval in strict IOB2 mode (``mode="strict", scheme=IOB2``), the CoNLL-style entity F1.
+
+Strict mode counts an entity only when it is well formed: it starts with ``B-<TYPE>`` and
+continues with ``I-<TYPE>``. An ``I-PER`` that opens a span is *not* an entity (seqeval's default
+mode would repair it into one), so a tagger is not rewarded for producing invalid sequences.
+"""
+
+_KWARGS_DESCRIPTION = """\
+Args:
+    predictions (`list[list[str]]`): predicted IOB2 tags, one list per sentence.
+    references (`list[list[str]]`): gold IOB2 tags, same shape as `predictions`.
+    zero_division (`int`, *optional*, defaults to 0): value used where a precision or recall
+        has a zero denominator (e.g. a type that is never predicted).
+
+Returns:
+    `dict[str, float]`, every value on a 0-100 scale except the counts:
+    - `precision`, `recall`, `f1`: micro-averaged over all entity types (strict IOB2).
+    - `accuracy`: token-level tag accuracy.
+    - `<TYPE>_precision`, `<TYPE>_recall`, `<TYPE>_f1`: the same for each entity type found in
+      predictions or references; `<TYPE>_number`: the number of gold entities of that type
+      (a float count, not scaled).
+
+Example:
+    >>> metric = evaluate.load("nlpipe/metrics/nlpipe_seqeval")
+    >>> metric.compute(predictions=[["B-PER", "I-PER", "O"]], references=[["B-PER", "I-PER", "O"]])["f1"]
+    100.0
+"""
+
+_CITATION = """\
+@misc{seqeval,
+  title={{seqeval}: A Python framework for sequence labeling evaluation},
+  url={https://github.com/chakki-works/seqeval},
+  author={Hiroki Nakayama},
+  year={2018},
+}
+"""
+
+# Rows of seqeval's report that are averages, not entity types.
+_AVERAGE_ROWS = ("micro avg", "macro avg", "weighted avg")
+
+
+class NlpipeSeqeval(evaluate.Metric):
+    """Strict-IOB2 seqeval; see the module docstring for the input and output contract."""
+
+    def _info(self) -> evaluate.MetricInfo:
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features(
+                {
+                    "predictions": datasets.Sequence(datasets.Value("string")),
+                    "references": datasets.Sequence(datasets.Value("string")),
+                }
+            ),
+        )
+
+    def _compute(
+        self, predictions: list[list[str]], references: list[list[str]], zero_division: int = 0
+    ) -> dict[str, float]:
+        for i, (pred, ref) in enumerate(zip(predictions, references, strict=True)):
+            if len(pred) != len(ref):
+                raise ValueError(
+                    f"seqeval: sentence {i} has {len(pred)} predicted tags but {len(ref)} reference "
+                    "tags; predictions and references must be aligned token by token"
+                )
+        report = classification_report(
+            y_true=references,
+            y_pred=predictions,
+            mode="strict",
+            scheme=IOB2,
+            output_dict=True,
+            zero_division=zero_division,
+        )
+        scores: dict[str, float] = {}
+        for entity_type, row in report.items():
+            if entity_type in _AVERAGE_ROWS:
+                continue
+            scores[f"{entity_type}_precision"] = 100.0 * float(row["precision"])
+            scores[f"{entity_type}_recall"] = 100.0 * float(row["recall"])
+            scores[f"{entity_type}_f1"] = 100.0 * float(row["f1-score"])
+            scores[f"{entity_type}_number"] = float(row["support"])
+        # With no entity anywhere seqeval still reports a micro row of zeros; keep that.
+        micro = report.get("micro avg", {"precision": 0.0, "recall": 0.0, "f1-score": 0.0})
+        scores["precision"] = 100.0 * float(micro["precision"])
+        scores["recall"] = 100.0 * float(micro["recall"])
+        scores["f1"] = 100.0 * float(micro["f1-score"])
+        scores["accuracy"] = 100.0 * float(accuracy_score(y_true=references, y_pred=predictions))
+        return scores
