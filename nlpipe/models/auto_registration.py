@@ -20,3 +20,10 @@ def register_all() -> None:
     # -- rnn_seq2seq (AutoModelForSeq2SeqLM) registers below --
 
     # -- rnn_lm (AutoModelForCausalLM) registers below --
+    from transformers import AutoModelForCausalLM
+
+    from .rnn_lm.configuration_rnn_lm import RnnLmConfig
+    from .rnn_lm.modeling_rnn_lm import RnnForCausalLM
+
+    AutoConfig.register(RnnLmConfig.model_type, RnnLmConfig, exist_ok=True)
+    AutoModelForCausalLM.register(RnnLmConfig, RnnForCausalLM, exist_ok=True)

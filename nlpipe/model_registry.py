@@ -1,0 +1,134 @@
+"""Short registry names for the models a recipe can ask for (``model.type: rnn_tagger``).
+
+Each entry says which task it serves, which config class holds its settings, and which Auto class
+builds it. Recipe keys under ``model:`` are checked against the config class's fields, so a typo
+is an error naming the key instead of a silently ignored setting. Transformer models use
+transformers' own classes with small from-scratch configs; nothing is re-implemented here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import NlpipeError
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One registry entry."""
+
+    tasks: tuple[str, ...]
+    config_class: str
+    """Import path of the config class, ``module:Class``."""
+    auto_class: str
+    """Name of the transformers Auto class that builds the model (AutoModelForTokenClassification, ...)."""
+    defaults: tuple[tuple[str, Any], ...] = ()
+    """Config values nlpipe sets unless the recipe does (small from-scratch sizes)."""
+
+
+MODELS: dict[str, ModelEntry] = {
+    "rnn_tagger": ModelEntry(
+        ("token-classification",),
+        "nlpipe.models.rnn_tagger.configuration_rnn_tagger:RnnTaggerConfig",
+        "AutoModelForTokenClassification",
+    ),
+    "bert": ModelEntry(
+        ("token-classification",),
+        "transformers:BertConfig",
+        "AutoModelForTokenClassification",
+        (("hidden_size", 256), ("num_hidden_layers", 4), ("num_attention_heads", 4), ("intermediate_size", 1024)),
+    ),
+    "rnn_seq2seq": ModelEntry(
+        ("translation", "summarization"),
+        "nlpipe.models.rnn_seq2seq.configuration_rnn_seq2seq:RnnSeq2SeqConfig",
+        "AutoModelForSeq2SeqLM",
+    ),
+    "marian": ModelEntry(
+        ("translation", "summarization"),
+        "transformers:MarianConfig",
+        "AutoModelForSeq2SeqLM",
+        (
+            ("d_model", 256), ("encoder_layers", 3), ("decoder_layers", 3), ("encoder_attention_heads", 4),
+            ("decoder_attention_heads", 4), ("encoder_ffn_dim", 1024), ("decoder_ffn_dim", 1024),
+        ),
+    ),
+    "rnn_lm": ModelEntry(
+        ("causal-lm",),
+        "nlpipe.models.rnn_lm.configuration_rnn_lm:RnnLmConfig",
+        "AutoModelForCausalLM",
+    ),
+    "gpt2": ModelEntry(
+        ("causal-lm",),
+        "transformers:GPT2Config",
+        "AutoModelForCausalLM",
+        (("n_embd", 256), ("n_layer", 4), ("n_head", 4), ("n_positions", 256)),
+    ),
+}
+
+
+def _import(path: str) -> Any:
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def get_entry(model_type: str, source: str = "recipe") -> ModelEntry:
+    """Look up a registry name; unknown names are an NlpipeError listing the known ones."""
+    if model_type not in MODELS:
+        raise NlpipeError(f"{source}: key 'model.type': unknown model '{model_type}'; known: {', '.join(MODELS)}")
+    return MODELS[model_type]
+
+
+def config_fields(config_class: type) -> set[str]:
+    """Names a config class accepts: its dataclass fields plus the base config's."""
+    names = {f.name for f in dataclasses.fields(config_class)} if dataclasses.is_dataclass(config_class) else set()
+    import inspect
+
+    names |= set(inspect.signature(config_class.__init__).parameters) - {"self", "kwargs"}
+    return names
+
+
+def validate_model_section(recipe: Any) -> None:
+    """Check ``model.type`` exists for the recipe's task and every other key is a config field."""
+    model_type = recipe.model["type"]
+    entry = get_entry(model_type, recipe.source)
+    if recipe.task not in entry.tasks:
+        raise NlpipeError(
+            f"{recipe.source}: key 'model.type': '{model_type}' does not do task '{recipe.task}' "
+            f"(it does {', '.join(entry.tasks)})"
+        )
+    try:
+        config_class = _import(entry.config_class)
+    except (ImportError, AttributeError) as exc:
+        raise NlpipeError(f"{recipe.source}: key 'model.type': model '{model_type}' is not available ({exc})") from exc
+    valid = config_fields(config_class)
+    for key in recipe.model:
+        if key != "type" and key not in valid:
+            raise NlpipeError(
+                f"{recipe.source}: unknown key 'model.{key}' for model '{model_type}' "
+                f"({config_class.__name__}); check the spelling against its documented arguments"
+            )
+
+
+def build_config(model_type: str, settings: dict[str, Any], **task_values: Any) -> Any:
+    """Make the config: registry defaults < recipe settings < values only the task knows (vocab, labels)."""
+    entry = get_entry(model_type)
+    config_class = _import(entry.config_class)
+    values = dict(entry.defaults)
+    values.update({k: v for k, v in settings.items() if k != "type"})
+    values.update(task_values)
+    try:
+        return config_class(**values)
+    except (ValueError, TypeError) as exc:
+        raise NlpipeError(f"model '{model_type}': invalid settings: {str(exc).strip().splitlines()[-1]}") from exc
+
+
+def build_model(model_type: str, settings: dict[str, Any], **task_values: Any) -> Any:
+    """Build a freshly initialised model from the registry through its Auto class."""
+    import transformers
+
+    config = build_config(model_type, settings, **task_values)
+    auto = getattr(transformers, get_entry(model_type).auto_class)
+    return auto.from_config(config)

@@ -1,0 +1,225 @@
+"""Recurrent causal language model: embeddings → stacked RNN/LSTM/GRU → next-token scores.
+
+The recurrent state *is* the cache. `forward` takes an incoming state (`cache=`) and returns the final
+one, which serves two users:
+
+- `generate()`: after the prompt, only the newest token is fed with the carried state (O(1) work per
+  token); beam search reorders the state through `_reorder_cache`.
+- training over a long stream (truncated BPTT): pass the previous chunk's detached state as `cache`.
+
+State layout is what `nn.LSTM` / `nn.GRU` / `nn.RNN` use, batch on dim 1: LSTM `(h, c)` with each
+`(num_layers, B, hidden_size)`, GRU/RNN a single `h` tensor of that shape.
+
+Padding: positions with `attention_mask == 0` are skipped, i.e. the state passes through them unchanged
+(so a left-padded prompt continues exactly like the unpadded one); their outputs are zeros and their
+logits meaningless (give them label -100).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from .configuration_rnn_lm import RnnLmConfig
+
+RNN_CLASSES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+# LSTM: (h, c); GRU / RNN: h. Every tensor is (num_layers, B, hidden_size).
+RecurrentState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+
+class RnnLmPreTrainedModel(PreTrainedModel):
+    """Weight initialisation and loading glue shared by the recurrent language models."""
+
+    config_class = RnnLmConfig
+    base_model_prefix = "rnn_lm"
+    main_input_name = "input_ids"
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Initialise one module; GRU/RNN are done here because transformers 5 only covers LSTM.
+
+        The `transformers.initialization` helpers skip tensors already loaded from a checkpoint.
+        """
+        super()._init_weights(module)
+        if isinstance(module, (nn.GRU, nn.RNN)):
+            for name, param in module.named_parameters():
+                if name.startswith("weight_hh"):
+                    # Orthogonal recurrent matrices keep the state's norm stable over many steps.
+                    init.orthogonal_(param)
+                elif name.startswith("weight_ih"):
+                    init.xavier_uniform_(param)
+                elif "bias" in name:
+                    init.zeros_(param)
+
+
+class RnnForCausalLM(RnnLmPreTrainedModel, GenerationMixin):
+    """A recurrent next-token model returning `CausalLMOutputWithPast(loss, logits, cache=state)`."""
+
+    # Tied only when config.tie_word_embeddings is True (transformers reads the flag).
+    _tied_weights_keys = {"lm_head.weight": "embed_tokens.weight"}
+    # The state cannot be rolled back to an earlier position: transformers refuses assisted decoding.
+    _is_stateful = True
+
+    def __init__(self, config: RnnLmConfig) -> None:
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.embedding_dim)
+        self.embedding_dropout = nn.Dropout(config.embedding_dropout)
+        self.rnn = RNN_CLASSES[config.cell](
+            input_size=config.embedding_dim,
+            hidden_size=config.hidden_size,
+            num_layers=config.num_layers,
+            # nn.RNN* applies this between layers only (and warns when there is a single layer).
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+            batch_first=True,
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        head_in = config.hidden_size
+        self.output_projection = None
+        if config.tie_word_embeddings and config.embedding_dim != config.hidden_size:
+            # A tied output layer has the embedding's shape (vocab, embedding_dim).
+            self.output_projection = nn.Linear(config.hidden_size, config.embedding_dim, bias=False)
+            head_in = config.embedding_dim
+        self.lm_head = nn.Linear(head_in, config.vocab_size)
+        self.post_init()
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        """Tell `generate()` not to build an attention `DynamicCache`: our cache is the recurrent state."""
+        return False
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.lm_head = new_embeddings
+
+    def _reorder_cache(self, cache: RecurrentState, beam_idx: torch.LongTensor) -> RecurrentState:
+        """Return the state of the beams beam search keeps: row `i` of the result is row `beam_idx[i]`.
+
+        Called by transformers' beam search after every step (the batch is on dim 1 of each tensor).
+        """
+        if isinstance(cache, tuple):
+            return tuple(s.index_select(1, beam_idx.to(s.device)) for s in cache)
+        return cache.index_select(1, beam_idx.to(cache.device))
+
+    def _zero_state(self, batch_size: int, like: torch.Tensor) -> RecurrentState:
+        """The initial state of `batch_size` sequences: zeros, as `nn.LSTM` uses when given none."""
+        h = like.new_zeros(self.config.num_layers, batch_size, self.config.hidden_size)
+        return (h, h.clone()) if self.config.cell == "lstm" else h
+
+    def run_rnn(
+        self, inputs: torch.Tensor, attention_mask: torch.Tensor | None, state: RecurrentState | None
+    ) -> tuple[torch.Tensor, RecurrentState]:
+        """Run the recurrent layers over (B, T, E) inputs from `state` (zeros when None).
+
+        Returns the (B, T, H) outputs of the last layer and the final state. Positions where
+        `attention_mask` is 0 leave the state unchanged and get zero outputs, wherever they are.
+        """
+        if attention_mask is None or bool(attention_mask.all()):
+            return self.rnn(inputs, state)
+        keep = attention_mask.bool()  # (B, T)
+        lengths = keep.sum(dim=1)
+        batch_size, seq_len = keep.shape
+        # Move each row's real tokens to the front (in order) and pack them: the recurrence then never
+        # sees a pad, so padding on the left, right or in between all leave the state untouched.
+        order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)  # (B, T)
+        gather_idx = order.unsqueeze(-1).expand_as(inputs)  # (B, T, E)
+        compact = inputs.gather(1, gather_idx)
+        # pack_padded_sequence refuses empty rows: run them on one (pad) token and restore their state below.
+        packed = pack_padded_sequence(compact, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+        packed_out, final_state = self.rnn(packed, state)
+        compact_out, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=seq_len)  # (B, T, H)
+        scatter_idx = order.unsqueeze(-1).expand_as(compact_out)
+        outputs = torch.zeros_like(compact_out).scatter(1, scatter_idx, compact_out)
+        outputs = outputs * keep.unsqueeze(-1).to(outputs.dtype)
+        empty = lengths == 0
+        if bool(empty.any()):
+            start = state if state is not None else self._zero_state(batch_size, inputs)
+            pick = empty.view(1, batch_size, 1)  # broadcast over (num_layers, B, H)
+            if isinstance(final_state, tuple):
+                final_state = tuple(torch.where(pick, s0, s1) for s0, s1 in zip(start, final_state, strict=True))
+            else:
+                final_state = torch.where(pick, start, final_state)
+        return outputs, final_state
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        cache: RecurrentState | None = None,
+        use_cache: bool | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> CausalLMOutputWithPast | tuple:
+        """Score every next token of a (B, T) batch, continuing from `cache` when given.
+
+        Args:
+            input_ids: (B, T) token ids (or give `inputs_embeds` (B, T, embedding_dim) instead).
+            attention_mask: (B, T) or longer — `generate()` passes the mask of the whole sequence so far,
+                of which the last T columns are used. 0 marks padding, which leaves the state unchanged.
+            labels: (B, T) ids, normally equal to `input_ids`; shifted here so position t predicts t+1.
+                -100 is ignored.
+            cache: the state returned by the previous call (LSTM `(h, c)`, GRU/RNN `h`; batch on dim 1).
+            use_cache: return the final state as `cache` (defaults to `config.use_cache`).
+            return_dict: return a `CausalLMOutputWithPast` (default) or a plain tuple.
+            kwargs: `num_items_in_batch` (sum the loss and divide by it, for gradient accumulation);
+                other keys `generate()` passes are ignored.
+
+        Returns:
+            `CausalLMOutputWithPast` with `loss` (when `labels` are given), `logits` (B, T, vocab_size)
+            and `cache` (the final state, or None when `use_cache` is False).
+
+        Raises:
+            ValueError: when both or neither of `input_ids` and `inputs_embeds` are given.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("RnnForCausalLM.forward: pass exactly one of input_ids and inputs_embeds")
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)  # (B, T, E)
+        seq_len = inputs_embeds.shape[1]
+        if attention_mask is not None:
+            # With a cache generate() feeds only the newest token but the full-length mask.
+            attention_mask = attention_mask[:, -seq_len:].to(inputs_embeds.device)
+
+        hidden = self.embedding_dropout(inputs_embeds)
+        hidden, state = self.run_rnn(hidden, attention_mask, cache)  # (B, T, H)
+        hidden = self.dropout(hidden)
+        if self.output_projection is not None:
+            hidden = self.output_projection(hidden)  # (B, T, E)
+        logits = self.lm_head(hidden)  # (B, T, V)
+
+        loss = None
+        if labels is not None:
+            # Position t predicts token t+1: drop the last prediction and the first label.
+            shift_logits = logits[:, :-1, :].reshape(-1, logits.shape[-1]).float()  # (B*(T-1), V)
+            shift_labels = labels[:, 1:].reshape(-1).to(logits.device)  # (B*(T-1),)
+            num_items = kwargs.get("num_items_in_batch")
+            if num_items is None:
+                loss = F.cross_entropy(shift_logits, shift_labels, ignore_index=-100)
+            else:
+                loss = F.cross_entropy(shift_logits, shift_labels, ignore_index=-100, reduction="sum")
+                loss = loss / num_items
+
+        cache_out = state if use_cache else None
+        if not return_dict:
+            return tuple(v for v in (loss, logits, cache_out) if v is not None)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache_out)
+
+
+__all__ = ["RnnForCausalLM", "RnnLmPreTrainedModel"]
