@@ -129,33 +129,35 @@ _NER_UNSEEN_RATE = 0.3  # share of validation/test entities drawn from the unsee
 _DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 _MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
            "October", "November", "December"]
-_NUMBERS = ["2", "3", "5", "7", "10", "12", "15", "20", "40", "100", "250", "1.5", "3.2", "0.8"]
+_INTEGERS = ["2", "3", "5", "7", "10", "12", "15", "20", "40", "100", "250"]
+_NUMBERS = _INTEGERS + ["1.5", "3.2", "0.8", "4.25"]
 
-# Context patterns. <PER>/<ORG>/<LOC>/<NAT>/<EVENT> are entities (the last two tagged MISC); <DAY>/<MONTH>/<NUM> are capitalised or
-# numeric words tagged O, so capitalisation alone is not a perfect cue.
+# Context patterns. <PER>/<ORG>/<LOC>/<NAT>/<EVENT> are entities (the last two tagged MISC);
+# <DAY>/<MONTH>/<INT>/<NUM> are capitalised or numeric words tagged O, so capitalisation alone
+# is not a perfect cue.
 _NER_TEMPLATES = [
     "<PER> visited <LOC> on <DAY> .",
-    "<PER> , a spokesman for <ORG> , said the company would cut <NUM> jobs .",
+    "<PER> , a spokesman for <ORG> , said the company would cut <INT> jobs .",
     "<ORG> shares rose <NUM> percent in <LOC> on <DAY> .",
-    "<ORG> beat <ORG> <NUM> - <NUM> on <DAY> .",
+    "<ORG> beat <ORG> <INT> - <INT> on <DAY> .",
     "<PER> won the <EVENT> in <LOC> last year .",
     "On <DAY> , <PER> told reporters in <LOC> that talks with <ORG> had failed .",
     "<LOC> and <LOC> signed a trade agreement in <MONTH> .",
     "The <NAT> government said on <DAY> it would send troops to <LOC> .",
-    "<PER> ( <LOC> ) <NUM> <NUM> <NUM>",
-    "Police in <LOC> arrested <NUM> people on <DAY> , a spokesman said .",
+    "<PER> ( <LOC> ) <INT> <INT> <INT>",
+    "Police in <LOC> arrested <INT> people on <DAY> , a spokesman said .",
     "Prices were mostly unchanged on <DAY> as traders waited for new data .",
     "<PER> joined <ORG> from <ORG> in <MONTH> .",
     "Analysts at <ORG> expect the <NAT> economy to grow by <NUM> percent this year .",
     '<PER> said : " We are very happy with the result . "',
     "The match between <ORG> and <ORG> in <LOC> was postponed because of rain .",
-    "<NUM> people were killed when a bus crashed near <LOC> on <DAY> .",
+    "<INT> people were killed when a bus crashed near <LOC> on <DAY> .",
     "<PER> and <PER> will meet in <LOC> next week to discuss the <NAT> proposal .",
     "It was not immediately clear whether <ORG> would accept the offer .",
     "<NAT> officials said the <ORG> plan was unacceptable .",
     "He said the market would remain weak until <MONTH> .",
     "<PER> , who lives in <LOC> , finished third in the <EVENT> .",
-    "The <ORG> chairman <PER> resigned on <DAY> after <NUM> years .",
+    "The <ORG> chairman <PER> resigned on <DAY> after <INT> years .",
     "<LOC> 's central bank left interest rates unchanged at <NUM> percent .",
     "Fighting broke out again in <LOC> , the <NAT> news agency reported .",
 ]
@@ -185,7 +187,7 @@ def _ner_clause(rng: random.Random, split: str) -> tuple[list[str], list[str]]:
             tokens += words
             tags += [f"B-{label}"] + [f"I-{label}"] * (len(words) - 1)
         else:
-            word = {"<DAY>": _DAYS, "<MONTH>": _MONTHS, "<NUM>": _NUMBERS}.get(slot)
+            word = {"<DAY>": _DAYS, "<MONTH>": _MONTHS, "<INT>": _INTEGERS, "<NUM>": _NUMBERS}.get(slot)
             tokens.append(rng.choice(word) if word else slot)
             tags.append("O")
     return tokens, tags
