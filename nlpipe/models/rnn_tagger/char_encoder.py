@@ -130,7 +130,7 @@ class CharWordEncoder(nn.Module):
             _, (final_hidden, _) = self.lstm(packed)  # (2, N, H), back in the original word order
             return final_hidden.transpose(0, 1).reshape(words.size(0), self.output_dim)  # (N, 2H)
         features = self.conv(embedded.transpose(1, 2))  # (N, H, L)
-        pass
+        features = features.masked_fill(~char_mask.unsqueeze(1), float("-inf"))
         return features.max(dim=2).values  # (N, H)
 
 
