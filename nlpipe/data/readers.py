@@ -56,8 +56,9 @@ def open_text(
 ) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, line)`` for each line of a plain or gzip-compressed UTF-8 file.
 
-    Line numbers are 1-based; the trailing ``\\n`` (and a ``\\r`` before it) is removed. The file is
-    read one line at a time, so memory stays bounded by ``max_line_chars``.
+    Line numbers are 1-based; the trailing ``\\n`` (and a ``\\r`` before it) and a UTF-8 byte-order
+    mark at the start of the file are removed. The file is read one line at a time, so memory
+    stays bounded by ``max_line_chars``.
 
     Args:
         path: the file; gzip is detected from its first bytes, whatever the suffix.
@@ -99,6 +100,8 @@ def open_text(
                 raise NlpipeError(
                     f"{path}:{lineno}: not valid UTF-8 (byte 0x{bad:02x}); re-encode the file as UTF-8"
                 ) from None
+            if lineno == 1 and text.startswith("\ufeff"):
+                text = text[1:]  # a byte-order mark (Excel's "UTF-8 CSV") is not part of the data
             if text.endswith("\n"):
                 text = text[:-1]
                 if text.endswith("\r"):

@@ -243,6 +243,11 @@ def test_read_csv_quoted_newlines_and_empty_rows(tmp_path, caplog):
         assert "dropped 1 rows" in caplog.text
 
 
+def test_read_csv_ignores_a_byte_order_mark(tmp_path):
+    path = write(tmp_path / "bom.csv", "\ufeffdialogue,summary\nA: hi,A says hi\n")
+    assert read_csv(path, SAMSUM) == [{"source": "A: hi", "target": "A says hi"}]
+
+
 def test_read_csv_row_with_wrong_field_count_names_line(tmp_path):
     path = write(tmp_path / "w.csv", 'id,dialogue,summary\n1,"a\nb",s\n2,only\n')
     with pytest.raises(NlpipeError, match=r"w\.csv:4: expected 3 fields"):
