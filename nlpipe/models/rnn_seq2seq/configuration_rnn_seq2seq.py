@@ -76,6 +76,9 @@ class RnnSeq2SeqConfig(PretrainedConfig):
             over heads). The model then returns **log-probabilities** as `logits` (a softmax of them gives the
             mixture back, so `generate()` works unchanged) and the loss is the NLL of those log-probabilities.
             Needs an attention other than `"none"`.
+        initializer_range (`float`, *optional*, defaults to 0.1):
+            Standard deviation of the normal initialisation of embeddings and linear layers (recurrent weights
+            get Xavier-uniform initialisation, biases zeros).
         pad_token_id (`int`, *optional*, defaults to 0):
             Id of the padding token (its embedding stays zero; `-100` labels become this id in decoder inputs).
         bos_token_id (`int`, *optional*, defaults to 1):
@@ -117,6 +120,7 @@ class RnnSeq2SeqConfig(PretrainedConfig):
     tie_embeddings: bool = False
     share_encoder_decoder_embeddings: bool = False
     copy_mechanism: bool = False
+    initializer_range: float = 0.1
     pad_token_id: int | None = 0
     bos_token_id: int | None = 1
     eos_token_id: int | list[int] | None = 2
