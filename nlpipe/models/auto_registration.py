@@ -18,6 +18,13 @@ def register_all() -> None:
     AutoModelForTokenClassification.register(RnnTaggerConfig, RnnForTokenClassification, exist_ok=True)
 
     # -- rnn_seq2seq (AutoModelForSeq2SeqLM) registers below --
+    from transformers import AutoModelForSeq2SeqLM
+
+    from .rnn_seq2seq.configuration_rnn_seq2seq import RnnSeq2SeqConfig
+    from .rnn_seq2seq.modeling_rnn_seq2seq import RnnSeq2SeqForConditionalGeneration
+
+    AutoConfig.register(RnnSeq2SeqConfig.model_type, RnnSeq2SeqConfig, exist_ok=True)
+    AutoModelForSeq2SeqLM.register(RnnSeq2SeqConfig, RnnSeq2SeqForConditionalGeneration, exist_ok=True)
 
     # -- rnn_lm (AutoModelForCausalLM) registers below --
     from transformers import AutoModelForCausalLM
