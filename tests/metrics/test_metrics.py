@@ -71,9 +71,11 @@ def test_seqeval_strict_mode_rejects_span_opened_by_i_tag(metrics):
     assert out["PER_number"] == 1
 
 
-def test_seqeval_misaligned_tags_raise_nlpipe_error():
+def test_seqeval_misaligned_or_non_iob2_tags_raise_nlpipe_error():
     with pytest.raises(NlpipeError, match="sentence 0 has 2 predicted tags but 3 reference"):
         compute_metric("seqeval", [["B-PER", "O"]], [["B-PER", "O", "O"]])
+    with pytest.raises(NlpipeError, match="sentence 1 has predicted tag 'PER', which is not IOB2"):
+        compute_metric("seqeval", [["O"], ["PER"]], [["O"], ["B-PER"]])
 
 
 # ---------------------------------------------------------------- sacrebleu

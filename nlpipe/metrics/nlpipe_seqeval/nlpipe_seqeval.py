@@ -7,6 +7,9 @@ seqeval, because evaluate copies this file alone into its module cache before im
 
 from __future__ import annotations
 
+import re
+import warnings
+
 import datasets
 import evaluate
 from seqeval.metrics import accuracy_score, classification_report
@@ -50,6 +53,9 @@ _CITATION = """\
 }
 """
 
+# What strict IOB2 accepts; seqeval itself fails with a bare KeyError on anything else.
+_IOB2_TAG = re.compile(r"O|[BI]-.+")
+
 # Rows of seqeval's report that are averages, not entity types.
 _AVERAGE_ROWS = ("micro avg", "macro avg", "weighted avg")
 
@@ -79,14 +85,25 @@ class NlpipeSeqeval(evaluate.Metric):
                     f"seqeval: sentence {i} has {len(pred)} predicted tags but {len(ref)} reference "
                     "tags; predictions and references must be aligned token by token"
                 )
-        report = classification_report(
-            y_true=references,
-            y_pred=predictions,
-            mode="strict",
-            scheme=IOB2,
-            output_dict=True,
-            zero_division=zero_division,
-        )
+            for side, tags in (("predicted", pred), ("reference", ref)):
+                bad = [tag for tag in tags if not _IOB2_TAG.fullmatch(tag)]
+                if bad:
+                    raise ValueError(
+                        f"seqeval: sentence {i} has {side} tag {bad[0]!r}, which is not IOB2; "
+                        "use 'O', 'B-<TYPE>' or 'I-<TYPE>' (convert IOB1/BIOES tags first)"
+                    )
+        with warnings.catch_warnings():
+            # With no entity in either list seqeval's unused macro average is a mean of an empty
+            # array; numpy warns about it while the micro scores we report are well defined.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            report = classification_report(
+                y_true=references,
+                y_pred=predictions,
+                mode="strict",
+                scheme=IOB2,
+                output_dict=True,
+                zero_division=zero_division,
+            )
         scores: dict[str, float] = {}
         for entity_type, row in report.items():
             if entity_type in _AVERAGE_ROWS:
