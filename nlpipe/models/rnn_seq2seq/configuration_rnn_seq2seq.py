@@ -95,7 +95,7 @@ class RnnSeq2SeqConfig(PretrainedConfig):
     Example:
 
     ```python
-    >>> from nlpipe.models.rnn_seq2seq.configuration_rnn_seq2seq import RnnSeq2SeqConfig
+    >>> from nlpipe.models.rnn_seq2seq.modeling_rnn_seq2seq import RnnSeq2SeqConfig, RnnSeq2SeqForConditionalGeneration
     >>> config = RnnSeq2SeqConfig(vocab_size=8000, encoder_cell="lstm", decoder_cell="lstm", attention="general")
     >>> model = RnnSeq2SeqForConditionalGeneration(config)
     ```"""
