@@ -198,6 +198,7 @@ def _set_template(tok: Any, spec: TokenizerSpec) -> None:
 
 def _train_sentencepiece(spec: TokenizerSpec, texts: list[str]):  # -> tokenizers.Tokenizer
     import sentencepiece as spm
+
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
     st = spec.special_tokens

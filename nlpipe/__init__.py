@@ -1,0 +1,30 @@
+"""nlpipe: train, evaluate, compare and ship sequence models for NLP on the Hugging Face stack.
+
+``import nlpipe`` registers nlpipe's models with transformers' Auto classes, so
+``AutoModelForTokenClassification.from_pretrained(run_dir)`` and ``pipeline(...)`` work on run folders.
+"""
+
+from __future__ import annotations
+
+import os as _os
+
+# Keep transformers/datasets quiet about telemetry and the (unreachable) Hub unless asked otherwise.
+_os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+from .errors import NlpipeError  # noqa: E402
+from .models.auto_registration import register_all as _register_all  # noqa: E402
+
+__version__ = "0.1.0"
+
+_register_all()
+
+
+def run_recipe(*args, **kwargs):  # noqa: D103 - documented in nlpipe.run.run_recipe
+    from .run import run_recipe as _run_recipe
+
+    return _run_recipe(*args, **kwargs)
+
+
+run_recipe.__doc__ = "Train and evaluate a recipe; see `nlpipe.run.run_recipe`."
+
+__all__ = ["NlpipeError", "run_recipe", "__version__"]

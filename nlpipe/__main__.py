@@ -1,0 +1,5 @@
+"""``python -m nlpipe`` = the ``nlpipe`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,216 @@
+"""The ``nlpipe`` command: a thin typer layer that parses, calls plain functions and reports.
+
+Problems a user can cause are printed as one line (``error: <file/key/line>: <what to do>``) with a
+non-zero exit code and no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .errors import NlpipeError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Train, evaluate, compare and ship sequence models for NLP.")
+run_app = typer.Typer(no_args_is_help=True, help="Run things: `nlpipe run recipe NAME`.")
+recipes_app = typer.Typer(no_args_is_help=True, help="List, show and validate recipes.")
+tokenizer_app = typer.Typer(no_args_is_help=True, help="Train tokenizers from specs in tokenizers/.")
+app.add_typer(run_app, name="run")
+app.add_typer(recipes_app, name="recipes")
+app.add_typer(tokenizer_app, name="tokenizer")
+
+DataOpt = Annotated[str | None, typer.Option("--data", help="'sample' for the built-in sample data, 'hub' for the Hub.")]
+DataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="Local files laid out like shared/data (default $NLPIPE_DATA_DIR).")
+]
+
+
+def _relaunch_distributed(num_processes: int) -> None:
+    """Re-run this very command under torchrun with N processes (DDP through Accelerate)."""
+    args = []
+    skip = False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if arg == "--num-processes":
+            skip = True
+            continue
+        if arg.startswith("--num-processes="):
+            continue
+        args.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={num_processes}",
+               "-m", "nlpipe", *args]
+    raise typer.Exit(subprocess.call(command))
+
+
+@run_app.command("recipe")
+def run_recipe_cli(
+    name: Annotated[str, typer.Argument(help="Recipe name (see `nlpipe recipes list`) or path to a .yaml file.")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key.sub=value overrides.")] = None,
+    data: DataOpt = None,
+    data_dir: DataDirOpt = None,
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", help="Run folder (default runs/NAME).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run folder's last checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder.")] = False,
+    num_processes: Annotated[int, typer.Option("--num-processes", help="Train with N processes (DDP).")] = 1,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+) -> None:
+    """Train and evaluate a recipe, writing a Hub-ready run folder."""
+    if num_processes > 1 and "WORLD_SIZE" not in os.environ:
+        _relaunch_distributed(num_processes)
+    from .run import run_recipe
+
+    result = run_recipe(
+        name, overrides or [], data=data, data_dir=data_dir, output_dir=output_dir, resume=resume,
+        overwrite=overwrite, progress=not no_progress,
+    )
+    if int(os.environ.get("RANK", "0")) == 0:
+        test = result.metrics.get("test", {})
+        metric = result.metrics.get("selection_metric", "")
+        line = f"done: {result.run_dir}"
+        if metric in test:
+            line += f"  test {metric} = {test[metric]:.2f}"
+        typer.echo(line)
+
+
+@recipes_app.command("list")
+def recipes_list() -> None:
+    """List the recipes (./recipes/ first, then the packaged ones)."""
+    from .recipe import list_recipes, read_yaml
+
+    for name, path in list_recipes().items():
+        raw = read_yaml(path) or {}
+        typer.echo(f"{name:32s} {raw.get('task', ''):22s} {raw.get('description', '')}")
+
+
+@recipes_app.command("show")
+def recipes_show(name: Annotated[str, typer.Argument(help="Recipe name or path.")]) -> None:
+    """Print a recipe file."""
+    from .recipe import resolve_recipe_path
+
+    typer.echo(resolve_recipe_path(name).read_text(encoding="utf-8"), nl=False)
+
+
+@recipes_app.command("validate")
+def recipes_validate(
+    paths: Annotated[list[str], typer.Argument(help="Recipe names or paths.")],
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="key.sub=value override.")] = None,
+) -> None:
+    """Check recipes (keys, types, required fields, model settings, tokenizer spec)."""
+    from .recipe import load_recipe
+    from .tokenizer_training import load_spec
+
+    for path in paths:
+        recipe = load_recipe(path, overrides or [])
+        load_spec(recipe.tokenizer["spec"], {k: v for k, v in recipe.tokenizer.items() if k != "spec"}, recipe.source)
+        typer.echo(f"ok: {recipe.source} ({recipe.task}, model {recipe.model['type']})")
+
+
+@app.command("eval")
+def eval_cli(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
+    split: Annotated[str, typer.Option("--split", help="train, validation or test.")] = "test",
+    data: DataOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Evaluate a finished run on a split and print the metrics as JSON."""
+    from .run import evaluate_run
+
+    typer.echo(json.dumps(evaluate_run(run_dir, split, data=data, data_dir=data_dir), indent=2))
+
+
+@app.command("predict")
+def predict_cli(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
+    text: Annotated[str | None, typer.Argument(help="The text (or use --file).")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="One text per line.")] = None,
+    output_format: Annotated[str, typer.Option("--format", help="text | json | conll")] = "text",
+) -> None:
+    """Use a trained model on raw text."""
+    from .data.readers import open_text
+    from .prediction import predict
+
+    if output_format not in ("text", "json", "conll"):
+        raise NlpipeError(f"--format {output_format}: choose text, json or conll")
+    if file is not None:
+        texts = [line for _, line in open_text(file) if line.strip()]
+        source = str(file)
+    elif text is not None:
+        texts, source = [text], "text argument"
+    else:
+        raise NlpipeError("nothing to predict: give a TEXT argument or --file FILE")
+    results = predict(run_dir, texts, source)
+    for result in results:
+        if output_format == "json":
+            typer.echo(json.dumps(result, ensure_ascii=False))
+        elif output_format == "conll" and "words" in result:
+            for w in result["words"]:
+                typer.echo(f"{w['word']}\t{w['tag']}")
+            typer.echo("")
+        elif "entities" in result:
+            found = ", ".join(f"{e['word']} ({e['entity_group']})" for e in result["entities"]) or "(no entities)"
+            typer.echo(f"{result['text']}\n  → {found}")
+        else:
+            typer.echo(result.get("output", json.dumps(result, ensure_ascii=False)))
+
+
+@tokenizer_app.command("train")
+def tokenizer_train_cli(
+    spec: Annotated[str, typer.Argument(help="Spec name in tokenizers/ or a path.")],
+    recipe: Annotated[str, typer.Option("--recipe", help="Train on this recipe's training split.")] = "ner-bilstm",
+    data: DataOpt = "sample",
+    data_dir: DataDirOpt = None,
+    output_dir: Annotated[Path, typer.Option("--output-dir", help="Where to save the tokenizer.")] = Path("tokenizer"),
+) -> None:
+    """Train a tokenizer on a recipe's training split and save it as a PreTrainedTokenizerFast."""
+    from .data.catalog import load_data
+    from .recipe import load_recipe
+    from .tasks import get_task
+    from .tokenizer_training import load_spec, train_tokenizer
+
+    loaded = load_recipe(recipe)
+    if data_dir is not None:
+        data = None
+    dataset = load_data(loaded.data.dataset, source=data, data_dir=data_dir,
+                        max_train_examples=loaded.data.max_train_examples)
+    task = get_task(loaded)
+    tokenizer = train_tokenizer(load_spec(spec), task.tokenizer_texts(dataset["train"]), output_dir)
+    typer.echo(f"saved {type(tokenizer).__name__} with {len(tokenizer):,} tokens to {output_dir}")
+
+
+@app.command("cache-dir")
+def cache_dir_cli() -> None:
+    """Print the folder where nlpipe caches tokenizers and downloaded data (delete it to clear)."""
+    from .tokenizer_training import cache_dir
+
+    typer.echo(str(cache_dir()))
+
+
+def main() -> None:
+    """Entry point of the console script: run the CLI, turning NlpipeError into one clean line."""
+    import click
+
+    try:
+        app(standalone_mode=False)
+    except NlpipeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

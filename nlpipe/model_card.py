@@ -1,0 +1,166 @@
+"""The run folder's README.md: a Hugging Face model card with metadata, results and usage.
+
+Nothing secret goes in: the card is built from the recipe, the metrics and the run info only
+(never environment variables or tokens).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .data.catalog import CATALOG
+from .recipe import Recipe
+
+PIPELINE_TAGS = {
+    "token-classification": "token-classification",
+    "translation": "translation",
+    "summarization": "summarization",
+    "causal-lm": "text-generation",
+}
+LICENSES = {"conll2003": "other", "multi30k": "other", "ptb": "other", "wikitext2": "cc-by-sa-3.0", "samsum": "cc-by-nc-nd-4.0"}
+HEADLINE = {
+    "token-classification": ["f1", "precision", "recall"],
+    "translation": ["sacrebleu", "chrf"],
+    "summarization": ["rouge1", "rouge2", "rougeL", "rougeLsum"],
+    "causal-lm": ["perplexity"],
+}
+
+
+def plot_training_curve(run_dir: Path, selection_metric: str) -> Path | None:
+    """Draw loss and the validation metric over steps from train_log.jsonl; return the PNG path."""
+    log = run_dir / "train_log.jsonl"
+    if not log.is_file():
+        return None
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    losses = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    evals = [(r["step"], r[selection_metric]) for r in records if r.get("split") == "validation" and selection_metric in r]
+    if not losses and not evals:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    if losses:
+        ax.plot(*zip(*losses, strict=False), color="tab:blue", label="training loss")
+        ax.set_ylabel("training loss")
+    ax.set_xlabel("optimizer step")
+    if evals:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*evals, strict=False), color="tab:orange", marker="o", label=f"validation {selection_metric}")
+        ax2.set_ylabel(f"validation {selection_metric}")
+    fig.legend(loc="upper center", ncol=2, fontsize=8)
+    fig.tight_layout()
+    path = run_dir / "training_curve.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def model_card_text(recipe: Recipe, metrics: dict[str, Any], info: dict[str, Any], has_curve: bool) -> str:
+    """The card's Markdown, starting with YAML metadata the Hub reads."""
+    entry = CATALOG.get(recipe.data.dataset)
+    dataset_id = entry.hub_id if entry else recipe.data.dataset
+    tag = PIPELINE_TAGS[recipe.task]
+    headline = HEADLINE[recipe.task]
+    results = []
+    for split in ("validation", "test"):
+        for name in headline:
+            if name in metrics.get(split, {}):
+                results.append({"type": name, "value": round(float(metrics[split][name]), 2), "name": f"{split} {name}"})
+    meta = {
+        "library_name": "transformers",
+        "pipeline_tag": tag,
+        "license": LICENSES.get(recipe.data.dataset, "other"),
+        "tags": ["nlpipe", recipe.task, recipe.model["type"], recipe.name],
+        "datasets": [dataset_id],
+        "metrics": sorted({r["type"] for r in results}),
+        "model-index": [
+            {
+                "name": recipe.name,
+                "results": [
+                    {
+                        "task": {"type": tag},
+                        "dataset": {"name": recipe.data.dataset, "type": dataset_id},
+                        "metrics": results,
+                    }
+                ],
+            }
+        ],
+    }
+    train = metrics.get("train", {})
+    rows = "\n".join(
+        f"| {split} | " + " | ".join(f"{metrics[split][n]:.2f}" if n in metrics.get(split, {}) else "–" for n in headline) + " |"
+        for split in ("validation", "test")
+        if split in metrics
+    )
+    data_note = {"sample": "nlpipe's built-in sample data (synthetic)", "dir": "local files", "hub": "the Hugging Face Hub"}
+    source = data_note.get(info.get("data", {}).get("source", ""), "")
+    usage = {
+        "token-classification": 'pipe = pipeline("ner", model=MODEL, aggregation_strategy="simple")\n'
+        'print(pipe("Angela Merkel visited Paris on Monday."))',
+        "translation": 'pipe = pipeline("translation", model=MODEL)\nprint(pipe("Ein Hund läuft über die Wiese."))',
+        "summarization": 'pipe = pipeline("summarization", model=MODEL)\nprint(pipe("Anna: Are we still on for lunch?\\nTom: Yes, 12:30."))',
+        "causal-lm": 'pipe = pipeline("text-generation", model=MODEL)\nprint(pipe("the company said", max_new_tokens=20))',
+    }[recipe.task]
+    curve = "\n![training curve](training_curve.png)\n" if has_curve else ""
+    return f"""---
+{yaml.safe_dump(meta, sort_keys=False).strip()}
+---
+
+# {recipe.name}
+
+{recipe.description or f"A {recipe.model['type']} model for {recipe.task}, trained with nlpipe."}
+
+Trained with [nlpipe](https://github.com/) recipe `{recipe.name}` on `{recipe.data.dataset}` ({source}).
+
+## Results
+
+| split | {" | ".join(headline)} |
+|---|{"---|" * len(headline)}
+{rows}
+
+Scores on a 0–100 scale{"; seqeval strict IOB2" if recipe.task == "token-classification" else ""}. Best checkpoint
+chosen on validation `{metrics.get("selection_metric", recipe.eval.metric)}`.
+
+## Training
+
+| | |
+|---|---|
+| parameters | {metrics.get("parameters", 0):,} |
+| training time | {train.get("wall_s", 0):.0f} s ({train.get("epochs", 0)} epochs, {train.get("steps", 0)} steps) |
+| throughput | {train.get("tokens_per_s", 0):,.0f} tokens/s |
+| hardware | {info.get("machine", "unknown")} × {info.get("num_processes", 1)} process(es) |
+| stopped because | {train.get("stopped_because", "")} |
+{curve}
+The full recipe is in `recipe.yaml`; rerun it with `nlpipe run recipe recipe.yaml`.
+
+## Usage
+
+```python
+from transformers import pipeline
+import nlpipe  # registers nlpipe's model classes (or load with trust_remote_code=True where exported)
+
+MODEL = "path/or/repo-id"
+{usage}
+```
+
+## Intended use and limitations
+
+A research baseline for comparing sequence models, trained from scratch (no pretrained embeddings).
+It inherits the biases and domain of `{recipe.data.dataset}` and will do worse on other text. Check
+the data set's licence (`{meta["license"]}`) before any use beyond research.
+"""
+
+
+def write_model_card(run_dir: Path, recipe: Recipe, metrics: dict[str, Any], info: dict[str, Any]) -> Path:
+    """Write README.md (and training_curve.png) into the run folder."""
+    has_curve = plot_training_curve(run_dir, recipe.eval.metric) is not None
+    path = run_dir / "README.md"
+    path.write_text(model_card_text(recipe, metrics, info, has_curve), encoding="utf-8")
+    return path

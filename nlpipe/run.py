@@ -1,0 +1,285 @@
+"""Run a recipe end to end, and evaluate or use a finished run folder.
+
+`run_recipe` is what ``nlpipe run recipe NAME`` calls: load the recipe, load the data, train (or
+reuse) the tokenizer, build the model, train it with the one Accelerate loop, evaluate the best
+model, and write a Hub-ready run folder::
+
+    runs/NAME/
+      config.json  model.safetensors       the best model (AutoModel*.from_pretrained(run_dir))
+      tokenizer.json  tokenizer_config.json
+      recipe.yaml                          the resolved recipe (overrides applied)
+      run_info.json                        data source, versions, machine, timings
+      metrics.json                         scores per split + training figures
+      train_log.jsonl  logs/               the training log and TensorBoard events
+      README.md  training_curve.png        the model card
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .data.catalog import describe_source, load_data
+from .errors import NlpipeError
+from .recipe import Recipe, dump_recipe, load_recipe, parse_recipe, read_yaml
+from .tasks import get_task
+from .tokenizer_training import load_spec, train_tokenizer
+
+
+@dataclass
+class RunResult:
+    """A finished run: where it is and its metrics."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+
+
+def machine_description() -> str:
+    """A short description of the hardware, for logs and cards."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} × {torch.cuda.device_count()}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU {cpu}, {torch.get_num_threads()} threads"
+
+
+def git_commit() -> str | None:
+    """The nlpipe checkout's commit, when running from one."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True,
+            timeout=5,
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _check_output_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Fail before training when the folder is unusable (unwritable, or a previous run would be lost)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise NlpipeError(f"{run_dir}: exists and is not a folder; choose another --output-dir")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not resume:
+        if not overwrite:
+            raise NlpipeError(
+                f"{run_dir}: folder already holds a run; pass --resume to continue it, --overwrite to replace it, "
+                "or choose another --output-dir"
+            )
+        for item in run_dir.iterdir():
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_bytes(b"x" * 1024)
+        probe.unlink()
+    except OSError as exc:
+        raise NlpipeError(f"{run_dir}: cannot write there ({exc.strerror}); choose another --output-dir") from exc
+    free = shutil.disk_usage(run_dir).free
+    if free < 50 * 2**20:
+        raise NlpipeError(f"{run_dir}: only {free // 2**20} MiB free on that disk; free space or choose another --output-dir")
+
+
+def make_accelerator(recipe: Recipe, run_dir: Path | None, *, cpu: bool | None = None) -> Any:
+    """An Accelerator for the recipe (mixed precision, accumulation, TensorBoard when available)."""
+    import torch
+    from accelerate import Accelerator
+
+    log_with = None
+    if run_dir is not None:
+        try:
+            import tensorboard  # noqa: F401
+
+            log_with = "tensorboard"
+        except ImportError:
+            pass
+    if cpu is None:
+        cpu = not torch.cuda.is_available()
+    return Accelerator(
+        cpu=cpu,
+        mixed_precision=recipe.train.mixed_precision,
+        gradient_accumulation_steps=recipe.train.gradient_accumulation_steps,
+        log_with=log_with,
+        project_dir=str(run_dir / "logs") if run_dir is not None else None,
+    )
+
+
+def count_parameters(model: Any) -> int:
+    """Trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def run_recipe(
+    name_or_path: str | Recipe,
+    overrides: list[str] | None = None,
+    *,
+    data: str | None = None,
+    data_dir: str | Path | None = None,
+    output_dir: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> RunResult:
+    """Train and evaluate a recipe; write the run folder; return its metrics.
+
+    Args:
+        name_or_path: recipe name (``ner-bilstm``), path, or an already loaded `Recipe`.
+        overrides: ``key.sub=value`` strings.
+        data: ``"sample"`` for the built-in sample data, ``"hub"`` to force the Hub.
+        data_dir: local files laid out like ``shared/data`` (else ``$NLPIPE_DATA_DIR``, else the Hub).
+        output_dir: the run folder (default ``runs/<recipe name>``).
+        resume: continue from the folder's last checkpoint.
+        overwrite: replace an existing run folder.
+
+    Raises:
+        NlpipeError: any problem the user can fix (recipe, data, folder, NaN loss, interruption).
+    """
+    from accelerate.utils import set_seed
+
+    from .model_card import write_model_card
+    from .training.loop import train
+
+    recipe = name_or_path if isinstance(name_or_path, Recipe) else load_recipe(name_or_path, overrides)
+    run_dir = Path(output_dir or Path("runs") / recipe.name)
+    _check_output_dir(run_dir, resume, overwrite)
+    accelerator = make_accelerator(recipe, run_dir)
+    set_seed(recipe.train.seed)
+
+    dataset = load_data(
+        recipe.data.dataset, source=data, data_dir=data_dir, seed=recipe.train.seed,
+        max_train_examples=recipe.data.max_train_examples, max_eval_examples=recipe.data.max_eval_examples,
+    )
+    task = get_task(recipe)
+    task.setup(dataset, recipe.data.dataset)
+    spec = load_spec(recipe.tokenizer["spec"], {k: v for k, v in recipe.tokenizer.items() if k != "spec"},
+                     recipe.source)
+    with accelerator.main_process_first():
+        tokenizer = train_tokenizer(spec, task.tokenizer_texts(dataset["train"]))
+    task.bind_tokenizer(tokenizer)
+    with accelerator.main_process_first():
+        encoded = {split: task.encode(dataset[split], tokenizer, split) for split in dataset}
+    model = task.build_model(tokenizer)
+    n_params = count_parameters(model)
+    accelerator.print(
+        f"{recipe.name}: {recipe.model['type']} with {n_params:,} parameters; "
+        f"{len(dataset['train']):,} training examples; {machine_description()}"
+    )
+    if accelerator.is_main_process:
+        dump_recipe(recipe, run_dir / "recipe.yaml")
+    accelerator.init_trackers(recipe.name.replace("/", "_"))
+
+    result = train(task, model, encoded, dataset, recipe, run_dir, accelerator, resume=resume, progress=progress)
+
+    import torch
+
+    model = accelerator.unwrap_model(model)
+    model.eval()
+    metrics: dict[str, Any] = {}
+    with torch.no_grad():
+        for split in recipe.eval.splits:
+            scores = task.evaluate(model, encoded[split], dataset[split], accelerator, recipe.eval.batch_size)
+            metrics[split] = scores
+            accelerator.print(
+                f"{split}: " + "  ".join(f"{k}={v:.2f}" for k, v in scores.items() if k in _HEADLINE)
+            )
+    metrics["train"] = {
+        "wall_s": round(result.wall_s, 2),
+        "tokens": result.train_tokens,
+        "tokens_per_s": round(result.tokens_per_s, 1),
+        "steps": result.global_step,
+        "epochs": round(result.epochs, 3),
+        "best_step": result.best_step,
+        "best_validation": result.best_metric,
+        "stopped_because": result.stopped_because,
+    }
+    metrics["parameters"] = n_params
+    metrics["selection_metric"] = recipe.eval.metric
+    accelerator.end_training()
+    if accelerator.is_main_process:
+        model.save_pretrained(run_dir)
+        tokenizer.save_pretrained(run_dir)
+        info = {
+            "recipe": recipe.name,
+            "task": recipe.task,
+            "dataset": recipe.data.dataset,
+            "data": describe_source(data, data_dir),
+            "machine": machine_description(),
+            "num_processes": accelerator.num_processes,
+            "nlpipe_commit": git_commit(),
+        }
+        (run_dir / "run_info.json").write_text(json.dumps(info, indent=2))
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        write_model_card(run_dir, recipe, metrics, info)
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    return RunResult(run_dir=run_dir, metrics=metrics)
+
+
+_HEADLINE = ("f1", "precision", "recall", "sacrebleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum", "perplexity")
+
+
+def load_run(run_dir: str | Path) -> tuple[Recipe, dict[str, Any], Any, Any]:
+    """Open a finished run folder: (recipe, run_info, model, tokenizer).
+
+    Raises:
+        NlpipeError: the folder is missing or lacks a file a run folder must have.
+    """
+    import transformers
+
+    import nlpipe  # noqa: F401  (registers our Auto classes)
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise NlpipeError(f"{run_dir}: no such run folder; give a folder written by 'nlpipe run recipe'")
+    for name in ("recipe.yaml", "config.json", "model.safetensors", "tokenizer.json"):
+        if not (run_dir / name).is_file():
+            raise NlpipeError(f"{run_dir}: '{name}' is missing; the run did not finish — rerun it or use --resume")
+    recipe = parse_recipe(read_yaml(run_dir / "recipe.yaml"), str(run_dir / "recipe.yaml"))
+    info_path = run_dir / "run_info.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    task = get_task(recipe)
+    model = getattr(transformers, task.auto_class).from_pretrained(run_dir)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(run_dir)
+    model.eval()
+    return recipe, info, model, tokenizer
+
+
+def evaluate_run(
+    run_dir: str | Path, split: str = "test", *, data: str | None = None, data_dir: str | Path | None = None
+) -> dict[str, float]:
+    """Evaluate a saved run folder on a split of the data it was trained on (or of `data`/`data_dir`)."""
+    import torch
+
+    recipe, info, model, tokenizer = load_run(run_dir)
+    recorded = info.get("data", {})
+    if data is None and data_dir is None:
+        data = {"sample": "sample", "hub": "hub"}.get(recorded.get("source"))
+        data_dir = recorded.get("data_dir")
+    dataset = load_data(recipe.data.dataset, source=data, data_dir=data_dir, seed=recipe.train.seed,
+                        max_eval_examples=recipe.data.max_eval_examples)
+    if split not in dataset:
+        raise NlpipeError(f"--split {split}: no such split; choose train, validation or test")
+    task = get_task(recipe)
+    task.bind_tokenizer(tokenizer)
+    if hasattr(task, "set_labels_from_config"):
+        task.set_labels_from_config(model.config)
+    encoded = task.encode(dataset[split], tokenizer, split)
+    with torch.no_grad():
+        return task.evaluate(model, encoded, dataset[split], None, recipe.eval.batch_size)
+
+
+def default_data_dir() -> str | None:
+    """``$NLPIPE_DATA_DIR`` if set."""
+    return os.environ.get("NLPIPE_DATA_DIR")

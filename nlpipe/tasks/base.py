@@ -1,0 +1,122 @@
+"""The small hooks that make one training loop serve every task.
+
+A task says how to turn raw examples into model inputs (`encode`, `collate`), which text trains
+its tokenizer, how to build its model, how a batch becomes a loss, and how a model is evaluated.
+The loop in `nlpipe.training.loop` never looks inside a batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import datasets
+import torch
+
+from ..model_registry import build_model
+from ..recipe import Recipe
+
+
+class Task:
+    """Base class: override the hooks a task needs."""
+
+    name: str = ""
+    data_kind: str = ""
+    """Which catalog/sample kind this task reads (ner, translation, summarization, lm)."""
+    pipeline_tag: str = ""
+    """The Hugging Face pipeline task of the resulting model (for the model card)."""
+    auto_class: str = ""
+
+    def __init__(self, recipe: Recipe) -> None:
+        self.recipe = recipe
+
+    # -- data -----------------------------------------------------------------------------------
+    def setup(self, data: datasets.DatasetDict, source_name: str) -> None:
+        """Inspect the raw data once (e.g. collect the label set) before tokenization."""
+
+    def tokenizer_texts(self, train: datasets.Dataset) -> list[str]:
+        """The text the tokenizer is trained on (from the training split only)."""
+        raise NotImplementedError
+
+    def encode(self, dataset: datasets.Dataset, tokenizer: Any, split: str) -> datasets.Dataset:
+        """Turn raw examples into model features; must add a ``length`` column (tokens per example)."""
+        raise NotImplementedError
+
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Pad a list of encoded examples into a batch of tensors."""
+        raise NotImplementedError
+
+    # -- model ----------------------------------------------------------------------------------
+    def model_values(self, tokenizer: Any) -> dict[str, Any]:
+        """Config values only the task knows (vocabulary size, labels, special token ids)."""
+        return {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id}
+
+    def build_model(self, tokenizer: Any) -> Any:
+        """A freshly initialised model for this recipe."""
+        settings = dict(self.recipe.model)
+        return build_model(settings.pop("type"), settings, **self.model_values(tokenizer))
+
+    # -- training -------------------------------------------------------------------------------
+    def train_loader(self, encoded: datasets.Dataset, recipe: Recipe) -> tuple[Any, Any]:
+        """(DataLoader, sampler with ``set_epoch``) over the training split; length-bucketed by default."""
+        from ..training.loop import train_loader
+
+        return train_loader(self, encoded, recipe)
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called before each training epoch (e.g. to reset a carried recurrent state)."""
+
+    def bind_tokenizer(self, tokenizer: Any) -> None:
+        """Remember what collate needs from the tokenizer (pad id, ...)."""
+        self.tokenizer = tokenizer
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The training loss of one batch."""
+        return model(**batch).loss
+
+    def count_tokens(self, batch: dict[str, torch.Tensor]) -> int:
+        """Real (non-padding) tokens in a batch, for tokens/s."""
+        count = int(batch["attention_mask"].sum())
+        if "decoder_attention_mask" in batch:
+            count += int(batch["decoder_attention_mask"].sum())
+        return count
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def evaluate(
+        self, model: Any, encoded: datasets.Dataset, raw: datasets.Dataset, accelerator: Any, batch_size: int
+    ) -> dict[str, float]:
+        """Metrics of `model` on one split (scores on a 0–100 scale, perplexity as is)."""
+        raise NotImplementedError
+
+
+class _IndexedRows(torch.utils.data.Dataset):
+    """Rows of an encoded split together with their index (to put predictions back in order)."""
+
+    def __init__(self, rows: datasets.Dataset, columns: list[str]) -> None:
+        self.columns = {name: rows[name] for name in columns}  # plain lists: fast row access
+        self.n = len(rows)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> tuple[int, dict[str, Any]]:
+        return i, {name: values[i] for name, values in self.columns.items()}
+
+
+def eval_batches(task: Task, encoded: datasets.Dataset, batch_size: int, accelerator: Any, columns: list[str]):
+    """Length-sorted evaluation batches as (example indices, batch), sharded across processes.
+
+    Predictions made per batch must be gathered with ``accelerator.gather_for_metrics(...,
+    use_gather_object=True)``, which drops the duplicates that even sharding adds.
+    """
+    from torch.utils.data import DataLoader
+
+    from ..training.batching import LengthBucketBatchSampler
+
+    sampler = LengthBucketBatchSampler(encoded["length"], batch_size, shuffle=False)
+
+    def collate(items: list[tuple[int, dict[str, Any]]]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return torch.tensor([i for i, _ in items]), task.collate([row for _, row in items])
+
+    loader = DataLoader(_IndexedRows(encoded, columns), batch_sampler=sampler, collate_fn=collate)
+    return accelerator.prepare_data_loader(loader) if accelerator is not None else loader
