@@ -21,6 +21,7 @@ PIPELINE_TAGS = {
     "summarization": "summarization",
     "causal-lm": "text-generation",
 }
+LICENSE_NAMES = {"conll2003": "conll2003-reuters", "multi30k": "multi30k-flickr30k", "ptb": "ptb-ldc"}
 LICENSES = {"conll2003": "other", "multi30k": "other", "ptb": "other", "wikitext2": "cc-by-sa-3.0", "samsum": "cc-by-nc-nd-4.0"}
 HEADLINE = {
     "token-classification": ["f1", "precision", "recall"],
@@ -62,8 +63,22 @@ def plot_training_curve(run_dir: Path, selection_metric: str) -> Path | None:
     return path
 
 
-def model_card_text(recipe: Recipe, metrics: dict[str, Any], info: dict[str, Any], has_curve: bool) -> str:
-    """The card's Markdown, starting with YAML metadata the Hub reads."""
+def model_card_text(
+    recipe: Recipe,
+    metrics: dict[str, Any],
+    info: dict[str, Any],
+    has_curve: bool,
+    *,
+    repo_id: str | None = None,
+    remote_code: bool = False,
+) -> str:
+    """The card's Markdown, starting with YAML metadata the Hub reads.
+
+    Args:
+        repo_id: shown as the model to load in the usage example (else a placeholder).
+        remote_code: the folder carries its model code (an export): show loading with
+            ``trust_remote_code=True`` and no nlpipe.
+    """
     entry = CATALOG.get(recipe.data.dataset)
     dataset_id = entry.hub_id if entry else recipe.data.dataset
     tag = PIPELINE_TAGS[recipe.task]
@@ -73,10 +88,11 @@ def model_card_text(recipe: Recipe, metrics: dict[str, Any], info: dict[str, Any
         for name in headline:
             if name in metrics.get(split, {}):
                 results.append({"type": name, "value": round(float(metrics[split][name]), 2), "name": f"{split} {name}"})
-    meta = {
+    license_id = LICENSES.get(recipe.data.dataset, "other")
+    meta: dict[str, Any] = {
         "library_name": "transformers",
         "pipeline_tag": tag,
-        "license": LICENSES.get(recipe.data.dataset, "other"),
+        "license": license_id,
         "tags": ["nlpipe", recipe.task, recipe.model["type"], recipe.name],
         "datasets": [dataset_id],
         "metrics": sorted({r["type"] for r in results}),
@@ -93,6 +109,9 @@ def model_card_text(recipe: Recipe, metrics: dict[str, Any], info: dict[str, Any
             }
         ],
     }
+    if license_id == "other":
+        # The Hub asks for a name (and link) when the licence is "other".
+        meta["license_name"] = LICENSE_NAMES.get(recipe.data.dataset, f"{recipe.data.dataset}-license")
     train = metrics.get("train", {})
     rows = "\n".join(
         f"| {split} | " + " | ".join(f"{metrics[split][n]:.2f}" if n in metrics.get(split, {}) else "–" for n in headline) + " |"
@@ -101,14 +120,9 @@ def model_card_text(recipe: Recipe, metrics: dict[str, Any], info: dict[str, Any
     )
     data_note = {"sample": "nlpipe's built-in sample data (synthetic)", "dir": "local files", "hub": "the Hugging Face Hub"}
     source = data_note.get(info.get("data", {}).get("source", ""), "")
-    usage = {
-        "token-classification": 'pipe = pipeline("ner", model=MODEL, aggregation_strategy="simple")\n'
-        'print(pipe("Angela Merkel visited Paris on Monday."))',
-        "translation": 'pipe = pipeline("translation", model=MODEL)\nprint(pipe("Ein Hund läuft über die Wiese."))',
-        "summarization": 'pipe = pipeline("summarization", model=MODEL)\nprint(pipe("Anna: Are we still on for lunch?\\nTom: Yes, 12:30."))',
-        "causal-lm": 'pipe = pipeline("text-generation", model=MODEL)\nprint(pipe("the company said", max_new_tokens=20))',
-    }[recipe.task]
+    usage = _usage(recipe, repo_id, remote_code)
     curve = "\n![training curve](training_curve.png)\n" if has_curve else ""
+    recipe_yaml = yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True).strip()
     return f"""---
 {yaml.safe_dump(meta, sort_keys=False).strip()}
 ---
@@ -117,7 +131,7 @@ def model_card_text(recipe: Recipe, metrics: dict[str, Any], info: dict[str, Any
 
 {recipe.description or f"A {recipe.model['type']} model for {recipe.task}, trained with nlpipe."}
 
-Trained with [nlpipe](https://github.com/) recipe `{recipe.name}` on `{recipe.data.dataset}` ({source}).
+Trained with nlpipe recipe `{recipe.name}` on `{recipe.data.dataset}` ({source}).
 
 ## Results
 
@@ -138,17 +152,15 @@ chosen on validation `{metrics.get("selection_metric", recipe.eval.metric)}`.
 | hardware | {info.get("machine", "unknown")} × {info.get("num_processes", 1)} process(es) |
 | stopped because | {train.get("stopped_because", "")} |
 {curve}
-The full recipe is in `recipe.yaml`; rerun it with `nlpipe run recipe recipe.yaml`.
+The recipe that produced this model (also in `recipe.yaml`; rerun it with `nlpipe run recipe recipe.yaml`):
+
+```yaml
+{recipe_yaml}
+```
 
 ## Usage
 
-```python
-from transformers import pipeline
-import nlpipe  # registers nlpipe's model classes (or load with trust_remote_code=True where exported)
-
-MODEL = "path/or/repo-id"
 {usage}
-```
 
 ## Intended use and limitations
 
@@ -156,6 +168,50 @@ A research baseline for comparing sequence models, trained from scratch (no pret
 It inherits the biases and domain of `{recipe.data.dataset}` and will do worse on other text. Check
 the data set's licence (`{meta["license"]}`) before any use beyond research.
 """
+
+
+EXAMPLES = {
+    "token-classification": ('"ner"', '"Angela Merkel visited Paris on Monday."', ', aggregation_strategy="simple"'),
+    "translation": ('"translation"', '"Ein Hund läuft über die Wiese."', ""),
+    "summarization": ('"summarization"', '"Anna: Are we still on for lunch?\\nTom: Yes, 12:30."', ""),
+    "causal-lm": ('"text-generation"', '"the company said", max_new_tokens=20', ""),
+}
+
+
+def _usage(recipe: Recipe, repo_id: str | None, remote_code: bool) -> str:
+    """The card's usage section: with nlpipe, and (for an export with code) without it."""
+    task, example, pipe_args = EXAMPLES[recipe.task]
+    model = f'"{repo_id}"' if repo_id else '"path/to/run-folder"'
+    with_nlpipe = f"""```python
+import nlpipe  # registers nlpipe's models (and the translation/summarization pipelines)
+from transformers import pipeline
+
+pipe = pipeline({task}, model={model}{pipe_args})
+print(pipe({example}))
+```"""
+    if not remote_code:
+        return with_nlpipe
+    if recipe.task in ("translation", "summarization"):
+        # transformers 5 removed these pipeline tasks; generate() needs nothing but the model code.
+        without = f"""```python
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained({model})
+model = AutoModelForSeq2SeqLM.from_pretrained({model}, trust_remote_code=True)
+inputs = tokenizer([{example}], return_tensors="pt")
+print(tokenizer.batch_decode(model.generate(**inputs, num_beams=5, max_new_tokens=60), skip_special_tokens=True))
+```"""
+    else:
+        without = f"""```python
+from transformers import pipeline
+
+pipe = pipeline({task}, model={model}, trust_remote_code=True{pipe_args})
+print(pipe({example}))
+```"""
+    return (
+        "Without nlpipe (the model code ships in this repository; read it before trusting it):\n\n"
+        f"{without}\n\nWith nlpipe installed:\n\n{with_nlpipe}"
+    )
 
 
 def write_model_card(run_dir: Path, recipe: Recipe, metrics: dict[str, Any], info: dict[str, Any]) -> Path:

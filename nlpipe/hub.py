@@ -1,0 +1,359 @@
+"""Share a run folder: export it so it loads without nlpipe, and push it to the Hugging Face Hub.
+
+``export_run(run_dir, out_dir)`` writes a Hub-ready copy of a finished run folder::
+
+    config.json            with ``auto_map`` (and ``custom_pipelines`` when the model has its own pipeline)
+    model.safetensors      the weights
+    configuration_*.py, modeling_*.py, ...   the model's code, for ``trust_remote_code=True``
+    pipeline_*.py          the model's own pipeline (CRF Viterbi decoding) when it has one
+    tokenizer.json  tokenizer_config.json
+    README.md  training_curve.png          the model card, rewritten for the repository id
+    recipe.yaml  metrics.json  run_info.json  train_log.jsonl
+
+``checkpoints/`` (resume state, only present during training) and ``logs/`` (TensorBoard events:
+``train_log.jsonl`` holds the same numbers) are not shipped.
+
+``push_run(run_dir, repo_id)`` exports into a temporary folder and uploads it with
+`huggingface_hub.HfApi`. The token comes from ``HF_TOKEN`` or the standard login
+(`huggingface_hub.get_token`) and is passed only to the Hub client: never printed, logged, or
+written into cards, configs or recipes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shlex
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import NlpipeError
+
+NOT_SHIPPED = ("checkpoints", "logs")
+"""Run-folder sub-folders that stay on disk (resume state; TensorBoard events duplicated by train_log.jsonl)."""
+MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors")
+"""Files `save_pretrained` rewrites in the export (the rest of the run folder is copied as is)."""
+REQUIRED = ("config.json", "model.safetensors", "tokenizer.json")
+PIPELINE_TASKS = {"token-classification": ("ner", "token-classification")}
+"""Task names a model's own pipeline is registered under; ``ner`` is the alias users type."""
+DEFAULT_COMMIT_MESSAGE = "Upload model trained with nlpipe"
+
+_NLPIPE_IMPORT = re.compile(r"^\s*(from\s+nlpipe\b|import\s+nlpipe\b|from\s+\.\s+import\b|from\s+\.\.)")
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    if not run_dir.is_dir():
+        raise NlpipeError(f"{run_dir}: no such run folder; give a folder written by 'nlpipe run recipe'")
+    for name in REQUIRED:
+        if not (run_dir / name).is_file():
+            raise NlpipeError(f"{run_dir}: '{name}' is missing; the run did not finish — rerun it or use --resume")
+
+
+def _auto_class_for(config: Any) -> str:
+    """The transformers Auto class name that builds this config's model (from nlpipe's model registry)."""
+    from .model_registry import MODELS, _import
+
+    for entry in MODELS.values():
+        if type(config) is _import(entry.config_class):
+            return entry.auto_class
+    raise NlpipeError(
+        f"config model_type '{config.model_type}' is not a model nlpipe knows "
+        f"({', '.join(MODELS)}); export only run folders written by 'nlpipe run recipe'"
+    )
+
+
+def _is_nlpipe_class(cls: type) -> bool:
+    return cls.__module__.startswith("nlpipe.")
+
+
+@contextlib.contextmanager
+def _registered_for_auto_class(config_cls: type, model_cls: type, auto_class: str) -> Iterator[None]:
+    """Make `save_pretrained` copy the defining files and write ``auto_map``, only for the export.
+
+    `register_for_auto_class` sets a class attribute; it is undone afterwards so later saves of the
+    same classes (e.g. the next run folder) stay plain.
+    """
+    saved = {cls: cls.__dict__.get("_auto_class", None) for cls in (config_cls, model_cls)}
+    had = {cls: "_auto_class" in cls.__dict__ for cls in (config_cls, model_cls)}
+    config_cls.register_for_auto_class()
+    model_cls.register_for_auto_class(auto_class)
+    try:
+        yield
+    finally:
+        for cls in (config_cls, model_cls):
+            if had[cls]:
+                cls._auto_class = saved[cls]
+            else:
+                with contextlib.suppress(AttributeError):
+                    delattr(cls, "_auto_class")
+
+
+def find_custom_pipeline(model_cls: type, task_pipeline: type) -> type | None:
+    """The model family's own pipeline class (a subclass of `task_pipeline` in ``pipeline_*.py`` next to the model).
+
+    Returns None when the family has none. The file must follow the same rules as the model files
+    (flat sibling imports only), since it is copied next to them.
+    """
+    import importlib
+    import inspect
+
+    package = model_cls.__module__.rsplit(".", 1)[0]
+    folder = Path(inspect.getfile(model_cls)).parent
+    for path in sorted(folder.glob("pipeline_*.py")):
+        module = importlib.import_module(f"{package}.{path.stem}")
+        for _, obj in inspect.getmembers(module, inspect.isclass):
+            if obj.__module__ == module.__name__ and issubclass(obj, task_pipeline) and obj is not task_pipeline:
+                return obj
+    return None
+
+
+def _add_custom_pipeline(model: Any, auto_class: str, out_dir: Path) -> str | None:
+    """Copy the family's pipeline file and declare it in ``config.custom_pipelines``; return its file name."""
+    import inspect
+
+    from transformers import TokenClassificationPipeline
+
+    if auto_class != "AutoModelForTokenClassification":
+        return None
+    pipeline_cls = find_custom_pipeline(type(model), TokenClassificationPipeline)
+    if pipeline_cls is None:
+        return None
+    source = Path(inspect.getfile(pipeline_cls))
+    shutil.copy2(source, out_dir / source.name)
+    info = {"impl": f"{source.stem}.{pipeline_cls.__name__}", "pt": [auto_class], "tf": [], "type": "text"}
+    model.config.custom_pipelines = {task: dict(info) for task in PIPELINE_TASKS["token-classification"]}
+    return source.name
+
+
+def check_self_contained(folder: str | Path) -> None:
+    """Check that no exported ``.py`` file imports nlpipe or uses an import `trust_remote_code` cannot follow.
+
+    Raises:
+        NlpipeError: naming the file and line of the first offending import.
+    """
+    for path in sorted(Path(folder).glob("*.py")):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if _NLPIPE_IMPORT.match(line):
+                raise NlpipeError(
+                    f"{path.name}:{number}: '{line.strip()}' cannot be loaded with trust_remote_code (only flat "
+                    "sibling imports like 'from .configuration_x import X' work, never nlpipe itself); "
+                    "fix the model file in nlpipe/models/"
+                )
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None = None) -> Path:
+    """Write a Hub-ready copy of a run folder that loads with ``trust_remote_code=True`` and no nlpipe.
+
+    The weights are re-saved with `save_pretrained` after `register_for_auto_class`, so ``config.json``
+    gets ``auto_map`` and the model's code files are copied; a model family with its own pipeline
+    (``pipeline_*.py``) also gets ``custom_pipelines`` so ``pipeline("ner", model=..., trust_remote_code=True)``
+    uses it. The model card is rewritten to show loading by `repo_id`. Models built from transformers'
+    own classes (bert, marian, gpt2) need no code and are copied as they are.
+
+    Args:
+        run_dir: a finished run folder.
+        out_dir: where to write the copy (created; must not hold files other than a previous export's).
+        repo_id: the Hub repository id shown in the card's usage example.
+
+    Returns:
+        `out_dir`.
+
+    Raises:
+        NlpipeError: the run folder is incomplete, `out_dir` is the run folder itself, or an exported code
+        file imports something `trust_remote_code` cannot load.
+    """
+    import transformers
+
+    import nlpipe  # noqa: F401  (registers our Auto classes)
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    _check_run_dir(run_dir)
+    if out_dir.resolve() == run_dir.resolve():
+        raise NlpipeError(f"{out_dir}: the export folder must differ from the run folder; choose another folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    for item in sorted(run_dir.iterdir()):
+        if item.name in NOT_SHIPPED or item.name in MODEL_FILES or item.name.startswith("."):
+            continue
+        if item.is_dir():
+            shutil.copytree(item, out_dir / item.name, dirs_exist_ok=True)
+        else:
+            shutil.copy2(item, out_dir / item.name)
+
+    config = transformers.AutoConfig.from_pretrained(run_dir)
+    auto_class = _auto_class_for(config)
+    model = getattr(transformers, auto_class).from_pretrained(run_dir)
+    if _is_nlpipe_class(type(model)):
+        with _registered_for_auto_class(type(model.config), type(model), auto_class):
+            _add_custom_pipeline(model, auto_class, out_dir)
+            model.save_pretrained(out_dir)
+        check_self_contained(out_dir)
+    else:
+        model.save_pretrained(out_dir)
+
+    if (run_dir / "recipe.yaml").is_file():
+        _rewrite_card(run_dir, out_dir, repo_id)
+    return out_dir
+
+
+def _rewrite_card(run_dir: Path, out_dir: Path, repo_id: str | None) -> None:
+    """The card of the export: same content, usage with `repo_id` and trust_remote_code where needed."""
+    from .model_card import model_card_text
+    from .recipe import parse_recipe, read_yaml
+
+    recipe = parse_recipe(read_yaml(run_dir / "recipe.yaml"), str(run_dir / "recipe.yaml"))
+    metrics = _read_json(run_dir / "metrics.json")
+    info = _read_json(run_dir / "run_info.json")
+    config = json.loads((out_dir / "config.json").read_text())
+    text = model_card_text(
+        recipe, metrics, info, (out_dir / "training_curve.png").is_file(),
+        repo_id=repo_id, remote_code="auto_map" in config,
+    )
+    (out_dir / "README.md").write_text(text, encoding="utf-8")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def shipped_files(folder: str | Path) -> list[str]:
+    """Relative paths (POSIX) of every file in an export folder, sorted: what a push uploads."""
+    folder = Path(folder)
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+# --------------------------------------------------------------------------- push
+
+
+def check_repo_id(repo_id: str | None, source: str = "repo id") -> str:
+    """Validate a Hub repository id (``namespace/name``) with huggingface_hub's own validator.
+
+    Raises:
+        NlpipeError: empty or invalid id, with the rule it breaks.
+    """
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not repo_id:
+        raise NlpipeError(f"{source}: no Hub repository id; give one like 'your-name/conll-bilstm-crf'")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise NlpipeError(f"{source}: '{repo_id}' is not a valid Hub repository id ({exc}); "
+                          "use 'your-name/model-name' with letters, digits, '-', '_', '.'") from exc
+    if "/" not in repo_id:
+        raise NlpipeError(f"{source}: '{repo_id}' has no namespace; use 'your-name/{repo_id}'")
+    return repo_id
+
+
+def resolve_token(token: str | None = None) -> str:
+    """The token to push with: `token`, else ``HF_TOKEN``, else the one saved by ``hf auth login``.
+
+    Raises:
+        NlpipeError: no token anywhere (the message never contains a token).
+    """
+    from huggingface_hub import get_token
+
+    token = token or get_token()
+    if not token:
+        raise NlpipeError(
+            "no Hugging Face token: set HF_TOKEN to a token with write access "
+            "(https://huggingface.co/settings/tokens) or run 'hf auth login', then push again"
+        )
+    return token
+
+
+def push_command(run_dir: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None) -> str:
+    """The ``nlpipe push`` command line that pushes `run_dir` later."""
+    parts = ["nlpipe", "push", str(run_dir), repo_id]
+    if private:
+        parts.append("--private")
+    if revision:
+        parts += ["--revision", revision]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _is_network_error(exc: BaseException) -> bool:
+    """Connection refused, DNS failure, timeout, offline mode: anything below HTTP."""
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    # huggingface_hub's HTTP client raises its own TransportError family (httpx or httpx2).
+    return any(cls.__name__ in ("TransportError", "NetworkError", "TimeoutException") for cls in type(exc).__mro__)
+
+
+def _scrub(text: str, token: str) -> str:
+    return text.replace(token, "***") if token else text
+
+
+def push_run(
+    run_dir: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    token: str | None = None,
+) -> str:
+    """Export a run folder and upload it to the Hub as a model repository.
+
+    Creates the repository when missing (`private` only applies then), the branch `revision` when
+    given and missing, and uploads the export in one commit.
+
+    Returns:
+        The URL of the commit (or of the repository when the client gives none).
+
+    Raises:
+        NlpipeError: invalid repo id, no token, incomplete run folder, Hub unreachable (the message says
+        the model is safe at `run_dir` and gives the command to push later), token rejected.
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    check_repo_id(repo_id)
+    run_dir = Path(run_dir)
+    _check_run_dir(run_dir)
+    token = resolve_token(token)
+    later = push_command(run_dir, repo_id, private=private, revision=revision)
+    safe = f"the model is safe on disk at {run_dir}; push it later with: {later}"
+    api = HfApi(token=token)
+    with tempfile.TemporaryDirectory(prefix="nlpipe-push-") as staging:
+        export_run(run_dir, staging, repo_id=repo_id)
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            if revision:
+                api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
+            commit = api.upload_folder(
+                repo_id=repo_id, folder_path=staging, repo_type="model", revision=revision,
+                commit_message=commit_message or DEFAULT_COMMIT_MESSAGE,
+            )
+        except HfHubHTTPError as exc:
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            if status in (401, 403):
+                raise NlpipeError(
+                    f"the Hub refused the token for '{repo_id}' (HTTP {status}): use a token with write access to "
+                    f"that namespace (HF_TOKEN or 'hf auth login'); {safe}"
+                ) from None
+            raise NlpipeError(f"the Hub rejected the upload to '{repo_id}': {_scrub(str(exc), token)}; {safe}") from None
+        except Exception as exc:
+            if _is_network_error(exc):
+                raise NlpipeError(
+                    f"cannot reach the Hugging Face Hub ({type(exc).__name__}: {_scrub(str(exc), token)}); {safe}"
+                ) from None
+            raise
+    return str(getattr(commit, "commit_url", None) or f"https://huggingface.co/{repo_id}")
+
+
+def check_push_settings(recipe: Any) -> None:
+    """Before training a recipe with ``push_to_hub: true``: the repo id is valid and a token exists.
+
+    Raises:
+        NlpipeError: naming the recipe key to fix.
+    """
+    check_repo_id(recipe.hub.repo_id, f"{recipe.source}: key 'hub.repo_id'")
+    resolve_token()
