@@ -194,6 +194,34 @@ def cache_dir_cli() -> None:
     typer.echo(str(cache_dir()))
 
 
+@app.command("push")
+def push_cli(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
+    repo_id: Annotated[str, typer.Argument(help="Hub repository id, e.g. your-name/conll-bilstm-crf.")],
+    private: Annotated[bool, typer.Option("--private", help="Create the repository private (new repos only).")] = False,
+    revision: Annotated[str | None, typer.Option("--revision", help="Branch to push to (created if missing).")] = None,
+    commit_message: Annotated[str | None, typer.Option("--commit-message", help="Commit message.")] = None,
+) -> None:
+    """Push a run folder to the Hugging Face Hub (model, code, tokenizer, card); token from HF_TOKEN or login."""
+    from .hub import push_run
+
+    url = push_run(run_dir, repo_id, private=private, revision=revision, commit_message=commit_message)
+    typer.echo(f"pushed {run_dir} to {url}")
+
+
+@app.command("export")
+def export_cli(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
+    out_dir: Annotated[Path, typer.Argument(help="Where to write the Hub-ready copy.")],
+    repo_id: Annotated[str | None, typer.Option("--repo-id", help="Repository id shown in the card.")] = None,
+) -> None:
+    """Write a copy of a run folder that loads with trust_remote_code=True, without nlpipe."""
+    from .hub import export_run, shipped_files
+
+    export_run(run_dir, out_dir, repo_id=repo_id)
+    typer.echo(f"exported {run_dir} to {out_dir}: {', '.join(shipped_files(out_dir))}")
+
+
 def main() -> None:
     """Entry point of the console script: run the CLI, turning NlpipeError into one clean line."""
     import click

@@ -153,6 +153,10 @@ def run_recipe(
     from .training.loop import train
 
     recipe = name_or_path if isinstance(name_or_path, Recipe) else load_recipe(name_or_path, overrides)
+    if recipe.push_to_hub:  # fail now, not after training, on a bad repo id or a missing token
+        from .hub import check_push_settings
+
+        check_push_settings(recipe)
     run_dir = Path(output_dir or Path("runs") / recipe.name)
     _check_output_dir(run_dir, resume, overwrite)
     accelerator = make_accelerator(recipe, run_dir)
@@ -224,6 +228,12 @@ def run_recipe(
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         write_model_card(run_dir, recipe, metrics, info)
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        if recipe.push_to_hub:
+            from .hub import push_run
+
+            url = push_run(run_dir, recipe.hub.repo_id, private=recipe.hub.private, revision=recipe.hub.revision,
+                           commit_message=recipe.hub.commit_message)
+            accelerator.print(f"pushed to {url}")
     return RunResult(run_dir=run_dir, metrics=metrics)
 
 
