@@ -194,6 +194,58 @@ def cache_dir_cli() -> None:
     typer.echo(str(cache_dir()))
 
 
+@app.command("compare")
+def compare_cli(
+    run_dirs: Annotated[list[Path] | None, typer.Argument(help="Finished run folders.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Report folder (report.md, report.html, PNGs).")] = Path("report"),
+    recipes: Annotated[str | None, typer.Option("--recipes", help="Run recipes matching this glob first.")] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="key.sub=value for every --recipes run.")] = None,
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where --recipes runs go.")] = Path("runs"),
+    data: DataOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Compare runs: a Markdown + self-contained HTML report with a table and plots."""
+    from .compare import compare_recipes, compare_runs
+
+    if recipes:
+        report = compare_recipes(recipes, out, overrides=overrides or [], data=data, data_dir=data_dir,
+                                 runs_dir=runs_dir, extra_run_dirs=list(run_dirs or []))
+    else:
+        report = compare_runs(list(run_dirs or []), out)
+    typer.echo(f"wrote {report.markdown} and {report.html} ({len(report.runs)} runs, {len(report.figures)} plots)")
+
+
+@app.command("attention")
+def attention_cli(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (or any saved model + tokenizer folder).")],
+    sentence: Annotated[str, typer.Argument(help="The source sentence.")],
+    out: Annotated[Path, typer.Option("--out", help="PNG to write (more files get suffixes).")] = Path("attention.png"),
+    focus: Annotated[str | None, typer.Option("--focus", help="Also plot what this token attends to.")] = None,
+) -> None:
+    """Draw attention maps: cross-attention of RNN seq2seq models, per-layer/head maps of Transformers."""
+    from .attention_maps import draw_attention_for_run
+
+    for path in draw_attention_for_run(run_dir, sentence, out, focus=focus):
+        typer.echo(f"wrote {path}")
+
+
+@app.command("experiment")
+def experiment_cli(
+    name: Annotated[str, typer.Argument(help="long-range, vanishing-gradients, gru-vs-lstm, bidirectional, "
+                                             "attention-vs-none or parallelism.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for table.md + figure (default experiments/NAME).")]
+    = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny settings (seconds), for tests.")] = False,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Measure a classic claim about RNNs, LSTMs, GRUs, attention and Transformers: a table and a figure."""
+    from .experiments import run_experiment
+
+    result = run_experiment(name, out or Path("experiments") / name, quick=quick, data_dir=data_dir)
+    typer.echo(result.table)
+    typer.echo(f"\nwrote {result.table_path} and {result.figure_path}")
+
+
 @app.command("push")
 def push_cli(
     run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],

@@ -1,0 +1,268 @@
+"""Pictures of what a model attends to, for ``nlpipe attention RUN_DIR "sentence"``.
+
+- RNN seq2seq (``nlpipe_rnn_seq2seq``): the decoder's cross-attention over the source tokens. The
+  model first writes its translation greedily; a second, teacher-forced forward pass over that
+  output with ``output_attentions=True`` gives the weights ``(heads, T_target, S_source)``. Multi-head
+  attention gets one panel per head plus their mean; the positions the model actually used are
+  marked: the kept top-k positions in hard-attention mode, the arg-max position otherwise.
+- Transformers (transformers' own BERT / GPT-2 / Marian classes): self-attention per layer and head
+  (a grid: one row per layer, one column per head); for an encoder–decoder also the decoder's
+  cross-attention. ``focus="it"`` adds one picture of what that token attends to in every layer
+  (mean over heads) — the classic "The animal didn't cross the street because it was tired." view.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .errors import NlpipeError
+
+_TOKEN_MARKERS = ("Ġ", "▁")
+
+
+def token_labels(tokenizer: Any, ids: list[int]) -> list[str]:
+    """Readable labels for token ids: word-piece markers stripped, special tokens kept, duplicates left as is."""
+    labels = []
+    for token in tokenizer.convert_ids_to_tokens(ids):
+        text = str(token)
+        for marker in _TOKEN_MARKERS:
+            text = text.replace(marker, "")
+        labels.append(text or str(token))
+    return labels
+
+
+def load_model_for_attention(folder: str | Path) -> tuple[Any, Any]:
+    """Load a saved model + tokenizer folder with eager attention (so attention weights are returned).
+
+    Raises:
+        NlpipeError: the folder is not a saved model with its tokenizer.
+    """
+    import transformers
+
+    import nlpipe  # noqa: F401  (registers our Auto classes)
+
+    folder = Path(folder)
+    for name in ("config.json", "tokenizer.json"):
+        if not (folder / name).is_file():
+            raise NlpipeError(f"{folder}: '{name}' is missing; give a run folder written by 'nlpipe run recipe'")
+    config = transformers.AutoConfig.from_pretrained(folder)
+    if config.is_encoder_decoder:
+        auto = transformers.AutoModelForSeq2SeqLM
+    elif config.model_type in ("gpt2", "nlpipe_rnn_lm"):
+        auto = transformers.AutoModelForCausalLM
+    else:
+        auto = transformers.AutoModelForTokenClassification
+    try:
+        # sdpa kernels return no weights; eager attention does.
+        model = auto.from_pretrained(folder, attn_implementation="eager")
+    except (ValueError, TypeError):
+        model = auto.from_pretrained(folder)
+    model.eval()
+    return model, transformers.AutoTokenizer.from_pretrained(folder)
+
+
+# --------------------------------------------------------------------------------------------- plotting
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_cross_attention(
+    weights: Any, source: list[str], target: list[str], path: str | Path, *, hard: bool = False, title: str = ""
+) -> Path:
+    """Heatmap(s) of cross-attention `weights` `(heads, T, S)`: one panel per head (+ the mean when heads > 1).
+
+    Marks per target row the source positions used: non-zero weights when `hard`, the arg-max otherwise.
+    """
+    import numpy as np
+
+    plt = _pyplot()
+    weights = np.asarray(weights, dtype=float)
+    heads = weights.shape[0]
+    panels = [(f"head {h + 1}", weights[h]) for h in range(heads)] if heads > 1 else [("", weights[0])]
+    if heads > 1:
+        panels.append(("mean over heads", weights.mean(axis=0)))
+    cell = 0.38
+    width = max(3.0, cell * len(source) + 1.8)
+    height = max(2.5, cell * len(target) + 1.6)
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), height), dpi=90, squeeze=False)
+    for ax, (name, grid) in zip(axes[0], panels, strict=True):
+        image = ax.imshow(grid, cmap="viridis", vmin=0.0, vmax=max(float(grid.max()), 1e-6), aspect="auto")
+        if hard:
+            rows, cols = np.nonzero(grid > 0)
+            label = "kept (hard)"
+        else:
+            rows, cols = np.arange(grid.shape[0]), grid.argmax(axis=1)
+            label = "arg-max"
+        ax.scatter(cols, rows, marker="s", s=60, facecolors="none", edgecolors="red", linewidths=1.2)
+        ax.set_xticks(range(len(source)), source, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(len(target)), target, fontsize=8)
+        ax.set_xlabel("source")
+        ax.set_title(name, fontsize=9)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    axes[0][0].set_ylabel("generated target")
+    fig.suptitle(f"{title}\nred squares: {label} source position per target token".strip(), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_layer_head_grid(
+    layers: list[Any], rows: list[str], cols: list[str], path: str | Path, *, title: str = ""
+) -> Path:
+    """A grid of heatmaps, one row per layer and one column per head; `layers[i]` is `(heads, len(rows), len(cols))`."""
+    import numpy as np
+
+    plt = _pyplot()
+    n_layers, n_heads = len(layers), np.asarray(layers[0]).shape[0]
+    size = max(1.8, 0.22 * max(len(rows), len(cols)) + 0.8)
+    fig, axes = plt.subplots(n_layers, n_heads, figsize=(size * n_heads + 1, size * n_layers + 0.8), dpi=90,
+                             squeeze=False)
+    for layer, grid in enumerate(layers):
+        grid = np.asarray(grid, dtype=float)
+        for head in range(n_heads):
+            ax = axes[layer][head]
+            # Per-panel scale: rows sum to 1, so a fixed 0..1 scale hides everything but sharp heads.
+            ax.imshow(grid[head], cmap="viridis", vmin=0.0, vmax=max(float(grid[head].max()), 1e-6), aspect="auto")
+            ax.set_xticks(range(len(cols)), cols if layer == n_layers - 1 else [], rotation=90, fontsize=6)
+            ax.set_yticks(range(len(rows)), rows if head == 0 else [], fontsize=6)
+            if layer == 0:
+                ax.set_title(f"head {head + 1}", fontsize=8)
+            if head == 0:
+                ax.set_ylabel(f"layer {layer + 1}", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_focus(layers: list[Any], tokens: list[str], focus_index: int, path: str | Path, *, title: str = "") -> Path:
+    """What token `focus_index` attends to in each layer (mean over heads): rows = layers, columns = tokens."""
+    import numpy as np
+
+    plt = _pyplot()
+    grid = np.stack([np.asarray(layer, dtype=float)[:, focus_index, :].mean(axis=0) for layer in layers])  # (L, S)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.42 * len(tokens) + 1.5), 0.45 * len(layers) + 1.8), dpi=90)
+    image = ax.imshow(grid, cmap="viridis", vmin=0.0, aspect="auto")
+    ax.set_xticks(range(len(tokens)), tokens, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(layers)), [f"layer {i + 1}" for i in range(len(layers))], fontsize=8)
+    ax.set_title(title or f"what '{tokens[focus_index]}' attends to (mean over heads)", fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+# --------------------------------------------------------------------------------------------- models
+
+
+def _with_suffix(out: Path, suffix: str) -> Path:
+    return out.with_name(f"{out.stem}-{suffix}{out.suffix or '.png'}")
+
+
+def _find_focus(labels: list[str], focus: str) -> int:
+    lowered = [label.lower() for label in labels]
+    if focus.lower() not in lowered:
+        raise NlpipeError(f"--focus {focus}: not a token of the sentence; its tokens are: {' '.join(labels)}")
+    return lowered.index(focus.lower())
+
+
+def seq2seq_cross_attention(model: Any, tokenizer: Any, sentence: str, max_new_tokens: int = 40) -> dict[str, Any]:
+    """Greedy translation of `sentence` and the cross-attention that produced it.
+
+    Returns ``{"weights": (layers of) (heads, T, S) numpy arrays (the last decoder layer's),
+    "source": labels, "target": labels, "output": text}``; the target labels are the generated tokens,
+    row t being the step that produced token t.
+    """
+    import torch
+
+    encoded = tokenizer(sentence, return_tensors="pt")
+    source_ids, mask = encoded["input_ids"], encoded["attention_mask"]
+    with torch.no_grad():
+        generated = model.generate(input_ids=source_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                   num_beams=1, do_sample=False)  # (1, 1 + T)
+        decoder_inputs = generated[:, :-1]
+        out = model(input_ids=source_ids, attention_mask=mask, decoder_input_ids=decoder_inputs,
+                    output_attentions=True, return_dict=True)
+    if not out.cross_attentions:
+        raise NlpipeError(f"{type(model).__name__}: this model has no cross-attention (attention='none'?); "
+                          "nothing to draw")
+    weights = out.cross_attentions[-1][0].float().numpy()  # (heads, T, S) of the last decoder layer
+    return {
+        "weights": weights,
+        "all_layers": [layer[0].float().numpy() for layer in out.cross_attentions],
+        "encoder": [layer[0].float().numpy() for layer in (getattr(out, "encoder_attentions", None) or ())],
+        "source": token_labels(tokenizer, source_ids[0].tolist()),
+        "target": token_labels(tokenizer, generated[0, 1:].tolist()),
+        "output": tokenizer.decode(generated[0], skip_special_tokens=True),
+    }
+
+
+def draw_attention(model: Any, tokenizer: Any, sentence: str, out: str | Path, *, focus: str | None = None
+                   ) -> list[Path]:
+    """Draw the attention maps of `model` on `sentence`; return the PNG files written (first one is `out`).
+
+    Raises:
+        NlpipeError: the model has no attention to draw, or `focus` is not a token of the sentence.
+    """
+    import torch
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    config = model.config
+    written: list[Path] = []
+    if config.model_type == "nlpipe_rnn_seq2seq":
+        found = seq2seq_cross_attention(model, tokenizer, sentence)
+        hard = getattr(config, "attention_mode", "soft") == "hard"
+        title = (f"{config.attention} attention ({getattr(config, 'attention_mode', 'soft')}) — "
+                 f"output: {found['output']!r}")
+        written.append(plot_cross_attention(found["weights"], found["source"], found["target"], out, hard=hard,
+                                            title=title))
+        return written
+    if config.is_encoder_decoder:
+        found = seq2seq_cross_attention(model, tokenizer, sentence)
+        written.append(plot_layer_head_grid(found["encoder"], found["source"], found["source"], out,
+                                            title="encoder self-attention (rows: query, columns: key)"))
+        written.append(plot_layer_head_grid(found["all_layers"], found["target"], found["source"],
+                                            _with_suffix(out, "cross"),
+                                            title=f"decoder cross-attention — output: {found['output']!r}"))
+        if focus:
+            index = _find_focus(found["source"], focus)
+            written.append(plot_focus(found["encoder"], found["source"], index, _with_suffix(out, "focus")))
+        return written
+    encoded = tokenizer(sentence, return_tensors="pt")
+    with torch.no_grad():
+        result = model(**{k: v for k, v in encoded.items() if k in ("input_ids", "attention_mask")},
+                       output_attentions=True, return_dict=True)
+    attentions = getattr(result, "attentions", None)
+    if not attentions:
+        raise NlpipeError(f"{type(model).__name__} ({config.model_type}): this model has no attention to draw; "
+                          "use an attention seq2seq or a Transformer run")
+    layers = [layer[0].float().numpy() for layer in attentions]  # each (heads, S, S)
+    labels = token_labels(tokenizer, encoded["input_ids"][0].tolist())
+    kind = "causal self-attention" if config.model_type == "gpt2" else "self-attention"
+    written.append(plot_layer_head_grid(layers, labels, labels, out,
+                                        title=f"{kind} per layer and head (rows: query, columns: key)"))
+    if focus:
+        written.append(plot_focus(layers, labels, _find_focus(labels, focus), _with_suffix(out, "focus")))
+    return written
+
+
+def draw_attention_for_run(run_dir: str | Path, sentence: str, out: str | Path = "attention.png", *,
+                           focus: str | None = None) -> list[Path]:
+    """Load a run folder and draw its attention maps on `sentence` (see `draw_attention`)."""
+    if not sentence.strip():
+        raise NlpipeError("the sentence is empty; give the text to look at in quotes")
+    model, tokenizer = load_model_for_attention(run_dir)
+    return draw_attention(model, tokenizer, sentence, out, focus=focus)

@@ -1,0 +1,208 @@
+"""`nlpipe compare`: the report's numbers are the runs' metrics.json numbers, plots are real PNGs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nlpipe.compare import MISSING, TABLE_COLUMNS, compare_runs, load_run_summary, matching_recipes
+from nlpipe.errors import NlpipeError
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _fake_run(folder: Path, *, task: str, model: dict, metric: str, test: dict, params: int, wall: float,
+              tps: float, curve: list[tuple[int, float]], peak: float | None = None) -> Path:
+    """A run folder with the files compare reads, holding distinctive numbers."""
+    folder.mkdir(parents=True)
+    metrics = {"validation": {k: v - 5 for k, v in test.items()}, "test": test, "parameters": params, "selection_metric": metric,
+               "train": {"wall_s": wall, "tokens": 1000, "tokens_per_s": tps, "steps": 10}}
+    if peak is not None:
+        metrics["peak_memory_mb"] = peak
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    (folder / "run_info.json").write_text(json.dumps({"recipe": folder.name, "task": task, "machine": "CPU test"}))
+    (folder / "recipe.yaml").write_text(yaml.safe_dump({"name": folder.name, "task": task, "model": model,
+                                                        "eval": {"metric": metric}}))
+    with open(folder / "train_log.jsonl", "w") as handle:
+        for step, value in curve:
+            handle.write(json.dumps({"step": step, "split": "validation", metric: value}) + "\n")
+            handle.write(json.dumps({"step": step, "loss": 1.0}) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory) -> Path:
+    """One tiny NER run on sample data, shared by the module."""
+    from nlpipe.run import run_recipe
+
+    out = tmp_path_factory.mktemp("runs") / "ner-tiny"
+    run_recipe("ner-bilstm", ["train.max_steps=4", "train.eval_every_steps=2", "data.max_train_examples=40",
+                              "data.max_eval_examples=20", "model.hidden_size=16", "model.embedding_dim=8",
+                              "train.batch_size=8"], data="sample", output_dir=out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def fake_runs(tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("fake")
+    return [
+        _fake_run(root / "ner-a", task="token-classification", model={"type": "rnn_tagger", "cell": "lstm",
+                  "bidirectional": True}, metric="f1", test={"f1": 87.654, "precision": 80.0}, params=12345,
+                  wall=61.25, tps=2345.6, curve=[(10, 50.0), (20, 70.5)], peak=812.3),
+        _fake_run(root / "ner-b", task="token-classification", model={"type": "rnn_tagger", "cell": "gru"},
+                  metric="f1", test={"f1": 83.111}, params=9999, wall=42.0, tps=3100.0, curve=[(10, 40.0)]),
+        _fake_run(root / "mt-a", task="translation", model={"type": "rnn_seq2seq", "attention": "additive"},
+                  metric="sacrebleu", test={"sacrebleu": 21.337, "sacrebleu_len_1-10": 30.5,
+                                            "sacrebleu_len_11-20": 20.25, "sacrebleu_len_21+": 9.75},
+                  params=500000, wall=300.0, tps=900.0, curve=[(5, 10.0), (10, 18.0)]),
+        _fake_run(root / "mt-b", task="translation", model={"type": "rnn_seq2seq", "attention": "none"},
+                  metric="sacrebleu", test={"sacrebleu": 12.5, "sacrebleu_len_1-10": 25.0,
+                                            "sacrebleu_len_11-20": 10.0, "sacrebleu_len_21+": 2.0},
+                  params=450000, wall=250.0, tps=1000.0, curve=[(5, 5.0), (10, 11.0)]),
+    ]
+
+
+def _markdown_tables(text: str) -> dict[str, list[dict[str, str]]]:
+    """Parse the report: task heading → rows as {column: cell}."""
+    tables: dict[str, list[dict[str, str]]] = {}
+    task = None
+    header: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            task, header = line[3:].strip(), None
+        elif line.startswith("| ") and task is not None:
+            cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+            if header is None:
+                header = cells
+            else:
+                tables.setdefault(task, []).append(dict(zip(header, cells, strict=True)))
+    return tables
+
+
+class _HtmlTables(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.images: list[str] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "img":
+            self.images.append(dict(attrs)["src"])
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append("".join(self._cell))
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _number(cell: str) -> float:
+    return float(cell.replace(",", ""))
+
+
+def _expected(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_report_numbers_equal_metrics_json(fake_runs, real_run, tmp_path):
+    report = compare_runs([*fake_runs, real_run], tmp_path / "report")
+    tables = _markdown_tables(report.markdown.read_text())
+    assert set(tables) == {"token-classification", "translation"}
+    rows = {row["run"]: row for table in tables.values() for row in table}
+    assert set(rows) == {"ner-a", "ner-b", "mt-a", "mt-b", real_run.name}
+    for run_dir in [*fake_runs, real_run]:
+        metrics, row = _expected(run_dir), rows[run_dir.name]
+        metric = metrics["selection_metric"]
+        assert _number(row["score"]) == pytest.approx(metrics["test"][metric], abs=0.005)
+        assert row["metric"] == f"{metric} (test)"
+        assert _number(row["parameters"]) == metrics["parameters"]
+        assert _number(row["train wall time (s)"]) == pytest.approx(metrics["train"]["wall_s"], abs=0.05)
+        assert _number(row["tokens/s"]) == pytest.approx(metrics["train"]["tokens_per_s"], abs=0.5)
+        if "peak_memory_mb" in metrics:
+            assert _number(row["peak memory (MB)"]) == pytest.approx(metrics["peak_memory_mb"], abs=0.5)
+        else:
+            assert row["peak memory (MB)"] == MISSING
+    assert rows["ner-a"]["model type"] == "rnn_tagger (lstm, bi)"
+    assert rows["mt-b"]["model type"] == "rnn_seq2seq (none)"
+    assert rows[real_run.name]["recipe"] == "ner-bilstm"
+    # Grouping: the translation table holds exactly the translation runs.
+    assert {r["run"] for r in tables["translation"]} == {"mt-a", "mt-b"}
+
+    # The HTML table holds the same cells as the Markdown one.
+    parser = _HtmlTables()
+    parser.feed(report.html.read_text())
+    html_rows = {row[0]: dict(zip(TABLE_COLUMNS, row, strict=True)) for row in parser.rows if row[0] != "run"}
+    assert html_rows == rows
+
+
+def test_plots_are_real_pngs_and_inlined(fake_runs, tmp_path):
+    report = compare_runs(fake_runs, tmp_path / "report")
+    names = {p.name for p in report.figures}
+    # The length-bucket plot exists only for the task whose metrics have bucket keys.
+    assert "translation-score-by-length.png" in names
+    assert "token-classification-score-by-length.png" not in names
+    for task in ("translation", "token-classification"):
+        for kind in ("score-vs-parameters", "score-vs-time", "learning-curves"):
+            assert f"{task}-{kind}.png" in names
+    import matplotlib.image
+
+    for path in report.figures:
+        data = path.read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5000
+        assert matplotlib.image.imread(path).ndim == 3
+        assert f"]({path.name})" in report.markdown.read_text()
+    parser = _HtmlTables()
+    parser.feed(report.html.read_text())
+    assert len(parser.images) == len(report.figures)
+    inlined = {base64.b64decode(src.split(",", 1)[1]) for src in parser.images}
+    assert inlined == {p.read_bytes() for p in report.figures}
+    assert "src=\"report" not in report.html.read_text()  # nothing linked from outside
+
+
+def test_summary_reads_curves_and_buckets(fake_runs):
+    summary = load_run_summary(fake_runs[2])
+    assert summary.curve == [(5, 10.0), (10, 18.0)]
+    assert summary.buckets == {"1-10": 30.5, "11-20": 20.25, "21+": 9.75}
+    assert summary.task == "translation" and summary.metric == "sacrebleu"
+
+
+def test_errors_name_the_problem(tmp_path, fake_runs):
+    with pytest.raises(NlpipeError, match="no such run folder"):
+        compare_runs([tmp_path / "missing"], tmp_path / "r")
+    (tmp_path / "unfinished").mkdir()
+    with pytest.raises(NlpipeError, match="metrics.json: missing"):
+        compare_runs([tmp_path / "unfinished"], tmp_path / "r")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "metrics.json").write_text("{not json")
+    with pytest.raises(NlpipeError, match=r"metrics.json: line 1"):
+        load_run_summary(broken)
+    with pytest.raises(NlpipeError, match="nothing to compare"):
+        compare_runs([], tmp_path / "r")
+    with pytest.raises(NlpipeError, match="no recipe matches"):
+        matching_recipes("no-such-*")
+    assert "ner-bilstm" in matching_recipes("ner-*")
+
+
+def test_cli_compare(fake_runs, tmp_path):
+    from typer.testing import CliRunner
+
+    from nlpipe.cli import app
+
+    result = CliRunner().invoke(app, ["compare", *map(str, fake_runs[:2]), "--out", str(tmp_path / "rep")])
+    assert result.exit_code == 0, result.output
+    assert "2 runs" in result.output and (tmp_path / "rep" / "report.html").is_file()
