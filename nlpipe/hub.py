@@ -13,8 +13,8 @@
 ``checkpoints/`` (resume state, only present during training) and ``logs/`` (TensorBoard events:
 ``train_log.jsonl`` holds the same numbers) are not shipped.
 
-``push_run(run_dir, repo_id)`` exports into a temporary folder and uploads it with
-`huggingface_hub.HfApi`. The token comes from ``HF_TOKEN`` or the standard login
+``push_run(run_dir, repo_id)`` exports into a temporary folder and uploads it in one commit with
+`huggingface_hub.HfApi.create_commit`. The token comes from ``HF_TOKEN`` or the standard login
 (`huggingface_hub.get_token`) and is passed only to the Hub client: never printed, logged, or
 written into cards, configs or recipes.
 """
@@ -312,7 +312,7 @@ def push_run(
         NlpipeError: invalid repo id, no token, incomplete run folder, Hub unreachable (the message says
         the model is safe at `run_dir` and gives the command to push later), token rejected.
     """
-    from huggingface_hub import HfApi
+    from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
     check_repo_id(repo_id)
@@ -328,8 +328,13 @@ def push_run(
             api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
             if revision:
                 api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
-            commit = api.upload_folder(
-                repo_id=repo_id, folder_path=staging, repo_type="model", revision=revision,
+            # One explicit commit of exactly the exported files (no hidden ignore rules, no deletions).
+            operations = [
+                CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(Path(staging) / name))
+                for name in shipped_files(staging)
+            ]
+            commit = api.create_commit(
+                repo_id=repo_id, operations=operations, repo_type="model", revision=revision,
                 commit_message=commit_message or DEFAULT_COMMIT_MESSAGE,
             )
         except HfHubHTTPError as exc:

@@ -196,7 +196,7 @@ print(pipe({example}))
         without = f"""```python
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-tokenizer = AutoTokenizer.from_pretrained({model})
+tokenizer = AutoTokenizer.from_pretrained({model}, trust_remote_code=True)  # it reads config.json too
 model = AutoModelForSeq2SeqLM.from_pretrained({model}, trust_remote_code=True)
 inputs = tokenizer([{example}], return_tensors="pt")
 print(tokenizer.batch_decode(model.generate(**inputs, num_beams=5, max_new_tokens=60), skip_special_tokens=True))
