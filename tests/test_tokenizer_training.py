@@ -1,0 +1,84 @@
+"""Tokenizer specs: every kind trains, round-trips through save/load, and is reused from the cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from nlpipe.errors import NlpipeError
+from nlpipe.tokenizer_training import cache_dir, list_specs, load_spec, train_tokenizer
+
+TEXTS = [
+    "Angela Merkel visited Paris on Monday .",
+    "The U.S. economy grew 2.5 percent , officials said .",
+    "Der Hund läuft schnell nach Hause .",
+    "the company said it expects earnings to rise",
+] * 30
+
+SUBWORD = {"vocab_size": 120}
+
+
+@pytest.mark.parametrize("name", sorted(list_specs()))
+def test_every_spec_trains_and_round_trips(name: str, tmp_path: Path) -> None:
+    spec = load_spec(name, {} if name.startswith("word-level") else SUBWORD)
+    tokenizer = train_tokenizer(spec, TEXTS, tmp_path / "tok")
+    reloaded = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    text = "Angela Merkel visited Paris ."
+    ids = tokenizer(text)["input_ids"]
+    assert reloaded(text)["input_ids"] == ids
+    assert tokenizer.pad_token_id is not None
+    decoded = tokenizer.decode(ids, skip_special_tokens=True)
+    if name in ("word-level", "word-level-lm"):
+        assert decoded == text  # words joined by single spaces
+    elif name == "wordpiece":
+        assert decoded == "Angela Merkel visited Paris."  # BERT-style cleanup joins punctuation
+    else:
+        assert decoded.strip() == text  # subword tokenizers reproduce the text exactly
+    offsets = tokenizer(text, return_offsets_mapping=True)["offset_mapping"]
+    # offsets cover the text in order (a standalone "▁" piece shares its span with the next piece)
+    word_spans = [text[a:b].strip() for a, b in sorted(set(map(tuple, offsets))) if b > a]
+    assert "".join(word_spans).replace("▁", "") == text.replace(" ", "")
+
+
+def test_word_level_splits_punctuation_like_conll() -> None:
+    tokenizer = train_tokenizer(load_spec("word-level"), TEXTS)
+    assert tokenizer.tokenize("Paris, U.S.") == ["Paris", ",", "U", ".", "S", "."]
+    assert tokenizer.convert_ids_to_tokens(tokenizer("Zyxw")["input_ids"]) == ["[UNK]"]
+
+
+def test_bert_template_and_special_tokens() -> None:
+    tokenizer = train_tokenizer(load_spec("wordpiece", SUBWORD), TEXTS)
+    tokens = tokenizer.convert_ids_to_tokens(tokenizer("Paris")["input_ids"])
+    assert tokens[0] == "[CLS]" and tokens[-1] == "[SEP]"
+
+
+def test_cache_reuses_when_spec_and_data_unchanged() -> None:
+    spec = load_spec("bpe", SUBWORD)
+    train_tokenizer(spec, TEXTS)
+    folders = sorted((cache_dir() / "tokenizers").glob("bpe-*"))
+    stamp = {p: (p / "tokenizer.json").stat().st_mtime_ns for p in folders}
+    train_tokenizer(spec, TEXTS)
+    assert sorted((cache_dir() / "tokenizers").glob("bpe-*")) == folders
+    assert {p: (p / "tokenizer.json").stat().st_mtime_ns for p in folders} == stamp  # not retrained
+    train_tokenizer(spec, [*TEXTS, "new data changes the key"])
+    assert len(list((cache_dir() / "tokenizers").glob("bpe-*"))) == len(folders) + 1
+    train_tokenizer(load_spec("bpe", {"vocab_size": 130}), TEXTS)
+    assert len(list((cache_dir() / "tokenizers").glob("bpe-*"))) == len(folders) + 2
+
+
+def test_spec_errors() -> None:
+    with pytest.raises(NlpipeError, match="unknown tokenizer spec 'nope'"):
+        load_spec("nope")
+    with pytest.raises(NlpipeError, match="unknown key 'vocab'"):
+        load_spec("bpe", {"vocab": 3})
+    with pytest.raises(NlpipeError, match="key 'kind'"):
+        load_spec("bpe", {"kind": "magic"})
+    with pytest.raises(NlpipeError, match="no training text"):
+        train_tokenizer(load_spec("bpe"), ["", "  "])
+
+
+def test_tokenizers_folder_holds_no_python() -> None:
+    folder = Path(__file__).resolve().parents[1] / "tokenizers"
+    assert not list(folder.glob("*.py")), "tokenizers/ must stay data-only (it would shadow the tokenizers package)"
