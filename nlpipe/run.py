@@ -73,6 +73,14 @@ def _check_output_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     """Fail before training when the folder is unusable (unwritable, or a previous run would be lost)."""
     if run_dir.exists() and not run_dir.is_dir():
         raise NlpipeError(f"{run_dir}: exists and is not a folder; choose another --output-dir")
+    if resume:
+        from .training.checkpointing import latest_checkpoint
+
+        if latest_checkpoint(run_dir / "checkpoints") is None:
+            raise NlpipeError(
+                f"{run_dir}: no checkpoint to resume from (no complete {run_dir / 'checkpoints'}/step-*); "
+                "run again without --resume"
+            )
     if run_dir.is_dir() and any(run_dir.iterdir()) and not resume:
         if not overwrite:
             raise NlpipeError(

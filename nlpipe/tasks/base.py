@@ -106,8 +106,9 @@ class _IndexedRows(torch.utils.data.Dataset):
 def eval_batches(task: Task, encoded: datasets.Dataset, batch_size: int, accelerator: Any, columns: list[str]):
     """Length-sorted evaluation batches as (example indices, batch), sharded across processes.
 
-    Predictions made per batch must be gathered with ``accelerator.gather_for_metrics(...,
-    use_gather_object=True)``, which drops the duplicates that even sharding adds.
+    Each example goes to exactly one process, once (no padding of the last round), so predictions
+    gathered with ``accelerator.gather_for_metrics(..., use_gather_object=True)`` — per batch or once
+    after the loop — hold every example exactly once.
     """
     from torch.utils.data import DataLoader
 
@@ -119,4 +120,8 @@ def eval_batches(task: Task, encoded: datasets.Dataset, batch_size: int, acceler
         return torch.tensor([i for i, _ in items]), task.collate([row for _, row in items])
 
     loader = DataLoader(_IndexedRows(encoded, columns), batch_sampler=sampler, collate_fn=collate)
-    return accelerator.prepare_data_loader(loader) if accelerator is not None else loader
+    if accelerator is None:
+        return loader
+    from ..training.loop import prepare_eval_loader  # shards without padding: no duplicates to drop
+
+    return prepare_eval_loader(accelerator, loader)

@@ -56,16 +56,31 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(
-    root: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any, trainer_state: dict[str, Any], keep: int = 1
+    root: Path,
+    model: torch.nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    trainer_state: dict[str, Any],
+    keep: int = 1,
+    *,
+    rng_states: list[dict[str, Any]] | None = None,
 ) -> Path:
-    """Write ``root/step-N`` atomically, point ``root/latest`` at it, prune older ones; return its path."""
+    """Write ``root/step-N`` atomically, point ``root/latest`` at it, prune older ones; return its path.
+
+    Args:
+        rng_states: one `rng_state()` per process (index = process index) when training with several
+            processes; by default this process's state only.
+    """
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{trainer_state['global_step']:08d}"
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
     save_model(model, str(tmp / "model.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    torch.save(rng_state(), tmp / "rng.pt")
+    states = rng_states or [rng_state()]
+    torch.save(states[0], tmp / "rng.pt")
+    if len(states) > 1:
+        torch.save(states, tmp / "rng_per_process.pt")
     (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
     for file in tmp.iterdir():
         with open(file, "rb") as handle:
@@ -92,10 +107,28 @@ def latest_checkpoint(root: Path) -> Path | None:
     return path if (path / "trainer_state.json").is_file() else None
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any) -> dict[str, Any]:
-    """Load a checkpoint into the given objects (restoring RNG states); return its trainer state."""
+def load_rng_state(path: Path, process_index: int = 0, num_processes: int = 1) -> dict[str, Any]:
+    """The RNG state a checkpoint holds for one process (process 0's when the process count changed)."""
+    per_process = path / "rng_per_process.pt"
+    if num_processes > 1 and per_process.is_file():
+        states = torch.load(per_process, weights_only=True)
+        if len(states) == num_processes:
+            return states[process_index]
+    return torch.load(path / "rng.pt", weights_only=True)
+
+
+def load_checkpoint(
+    path: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any, *, restore_rng: bool = True
+) -> dict[str, Any]:
+    """Load a checkpoint into the given objects; return its trainer state.
+
+    With `restore_rng` the RNG states are restored at once; the training loop passes False and
+    restores them (`load_rng_state` + `set_rng_state`) right before its first batch, because
+    building the data iterator in between must not shift the random stream.
+    """
     load_model(model, str(path / "model.safetensors"))
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    set_rng_state(torch.load(path / "rng.pt", weights_only=True))
+    if restore_rng:
+        set_rng_state(load_rng_state(path))
     return json.loads((path / "trainer_state.json").read_text())

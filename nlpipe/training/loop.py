@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +26,15 @@ from ..errors import NlpipeError
 from ..recipe import Recipe
 from ..tasks.base import Task
 from .batching import LengthBucketBatchSampler
-from .checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint, write_text_atomic
+from .checkpointing import (
+    latest_checkpoint,
+    load_checkpoint,
+    load_rng_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    write_text_atomic,
+)
 
 
 @dataclass
@@ -42,6 +54,10 @@ class TrainResult:
 
 class _StopTraining(Exception):
     """Internal: a stopping condition (max_steps, time budget, early stopping) was met mid-epoch."""
+
+
+class _Interrupted(Exception):
+    """Internal: Ctrl-C was pressed and the loop reached a step boundary (a consistent checkpoint)."""
 
 
 def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
@@ -64,6 +80,104 @@ def train_loader(task: Task, encoded: Any, recipe: Recipe) -> tuple[DataLoader, 
     return DataLoader(encoded, batch_sampler=sampler, collate_fn=task.collate), sampler
 
 
+class _VariableSizeBatches:
+    """A batch sampler seen through Accelerate as one with batches of varying size.
+
+    `accelerate`'s ``BatchSamplerShard`` reads ``batch_size`` from the wrapped sampler and, when it is
+    set, silently drops every group of N batches whose last batch is not full. Length bucketing makes
+    a partial batch at the end of every pool (and `batch_tokens` makes every batch a different size),
+    so under DDP whole groups of examples would never be trained on. ``batch_size = None`` makes it
+    shard every batch and repeat a few first batches so each process gets as many.
+    """
+
+    batch_size = None
+
+    def __init__(self, batches: Any) -> None:
+        self.batches = batches
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.batches, "set_epoch"):
+            self.batches.set_epoch(epoch)
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def _shardable(loader: DataLoader) -> DataLoader:
+    """The task's training DataLoader, rebuilt so that Accelerate shards it without losing batches and
+    so that creating its iterator does not draw from the global torch RNG (which would shift the
+    dropout masks of a resumed run against an uninterrupted one)."""
+    batch_sampler = loader.batch_sampler
+    if batch_sampler is None or isinstance(batch_sampler, torch.utils.data.BatchSampler):
+        return loader  # torch's own BatchSampler: fixed sizes, Accelerate handles it
+    return DataLoader(
+        loader.dataset, batch_sampler=_VariableSizeBatches(batch_sampler), collate_fn=loader.collate_fn,
+        num_workers=loader.num_workers, pin_memory=loader.pin_memory,
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+def prepare_eval_loader(accelerator: Any, loader: DataLoader) -> DataLoader:
+    """Shard an evaluation DataLoader so that every example is seen by exactly one process, once.
+
+    Accelerate normally pads the last round with repeated examples (``even_batches``) and relies on
+    ``gather_for_metrics`` being called inside the loop to cut them off again; predictions gathered
+    after the loop would keep the duplicates. Evaluation runs no collective per batch (no_grad), so
+    the processes may do different numbers of batches: no padding, nothing to cut.
+    """
+    even = accelerator.even_batches
+    accelerator.even_batches = False
+    try:
+        return accelerator.prepare_data_loader(_shardable(loader))
+    finally:
+        accelerator.even_batches = even
+
+
+def _any_process(accelerator: Any, *flags: bool) -> list[bool]:
+    """For each flag: is it set on any process? (One all-reduce; no communication with one process.)"""
+    if accelerator.num_processes == 1:
+        return list(flags)
+    values = torch.tensor([float(f) for f in flags], device=accelerator.device)
+    return [bool(v > 0) for v in accelerator.reduce(values, reduction="sum").tolist()]
+
+
+def _resume_command(recipe: Recipe, run_dir: Path) -> str:
+    """The command that continues this run: the user's own command line plus ``--resume``."""
+    argv = sys.argv[1:]
+    if argv[:2] == ["run", "recipe"]:
+        kept = [a for a in argv if a != "--overwrite"]
+        return shlex.join(["nlpipe", *kept, *([] if "--resume" in kept else ["--resume"])])
+    return shlex.join(["nlpipe", "run", "recipe", str(run_dir / "recipe.yaml"), "--output-dir", str(run_dir),
+                       "--resume"]) + " (plus the --data/--data-dir you used)"
+
+
+class _DeferredInterrupt:
+    """Turn the first Ctrl-C into a flag the loop reads at the next step boundary (a consistent
+    checkpoint); a second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: saving a checkpoint at the end of this step (press again to stop at once)", file=sys.stderr)
+
+    def __enter__(self) -> _DeferredInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 def _is_better(value: float, best: float | None, greater: bool) -> bool:
     return best is None or (value > best if greater else value < best)
 
@@ -82,11 +196,14 @@ def train(
 ) -> TrainResult:
     """Train `model` on ``encoded['train']``, selecting on ``recipe.eval.metric`` over the validation split.
 
-    On return the model holds the best weights seen (by the selection metric).
+    On return the model holds the best weights seen (by the selection metric). With several processes
+    (DDP through Accelerate) each one trains on its shard of every epoch, gradients are averaged, and
+    only the main process writes files; ``train.batch_size`` is per process. Steps (``max_steps``,
+    ``warmup_steps``, ``eval_every_steps``, ``checkpoint_every_steps``) count optimizer updates.
 
     Raises:
         NlpipeError: on a NaN/inf loss (the last good checkpoint stays), on Ctrl-C (after saving a
-            checkpoint), or when `resume` is asked for but no checkpoint exists.
+            checkpoint; exit code 130), or when `resume` is asked for but no checkpoint exists.
     """
     from transformers import get_scheduler
 
@@ -94,28 +211,44 @@ def train(
     ckpt_root = run_dir / "checkpoints"
     best_path = ckpt_root / "best.safetensors"
     loader, sampler = task.train_loader(encoded["train"], recipe)
-    steps_per_epoch = max(1, math.ceil(len(loader) / t.gradient_accumulation_steps))
-    total_steps = t.max_steps or steps_per_epoch * t.max_epochs
     optimizer = make_optimizer(model, recipe)
+    model, optimizer, prepared_loader = accelerator.prepare(model, optimizer, _shardable(loader))
+    # Per process, after sharding: this is what one epoch of optimizer steps is.
+    batches_per_epoch = max(1, len(prepared_loader))
+    steps_per_epoch = math.ceil(batches_per_epoch / t.gradient_accumulation_steps)
+    total_steps = t.max_steps or steps_per_epoch * t.max_epochs
+    # Not passed to accelerator.prepare: Accelerate would step it once per process per update, which
+    # turns warmup_steps and max_steps into "steps × processes". We step it once per optimizer update.
     scheduler = get_scheduler(
         t.lr_scheduler, optimizer, num_warmup_steps=t.warmup_steps, num_training_steps=total_steps
     )
-    model, optimizer, prepared_loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     unwrapped = accelerator.unwrap_model(model)
 
     state: dict[str, Any] = {
         "global_step": 0, "epoch": 0, "batches_done": 0, "best_metric": None, "best_step": None,
         "evals_without_improvement": 0, "train_tokens": 0, "train_seconds": 0.0, "eval_seconds": 0.0,
-        "history": [],
+        "num_processes": accelerator.num_processes, "history": [],
     }
+    log_path = run_dir / "train_log.jsonl"
+    pending_rng: dict[str, Any] | None = None
     if resume:
         found = latest_checkpoint(ckpt_root)
         if found is None:
             raise NlpipeError(f"{ckpt_root}: no checkpoint to resume from; run again without --resume")
-        state = load_checkpoint(found, unwrapped, optimizer, scheduler)
+        state = load_checkpoint(found, unwrapped, optimizer, scheduler, restore_rng=False)
+        saved_processes = state.get("num_processes", 1)
+        if saved_processes != accelerator.num_processes and state["batches_done"]:
+            # Process p saw batches p, p+N, ...: the first batches_done × N batches of the epoch are done.
+            state["batches_done"] = state["batches_done"] * saved_processes // accelerator.num_processes
+            accelerator.print(
+                f"note: the checkpoint was written by {saved_processes} processes, this run has "
+                f"{accelerator.num_processes}; the data position is approximate, so the resume is not exact"
+            )
+        state["num_processes"] = accelerator.num_processes
+        pending_rng = load_rng_state(found, accelerator.process_index, accelerator.num_processes)
+        if accelerator.is_main_process:  # the log holds exactly what the checkpoint knows, nothing after it
+            write_text_atomic(log_path, "".join(json.dumps(r) + "\n" for r in state["history"]))
         accelerator.print(f"resumed from {found} (step {state['global_step']}, epoch {state['epoch']})")
-
-    log_path = run_dir / "train_log.jsonl"
 
     def log(record: dict[str, Any]) -> None:
         state["history"].append(record)
@@ -125,9 +258,15 @@ def train(
         accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=state["global_step"])
 
     def checkpoint() -> None:
+        rngs = [rng_state()]
+        if accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            rngs = gather_object(rngs)  # every process's own RNG: dropout differs per process
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            save_checkpoint(ckpt_root, unwrapped, optimizer, scheduler, state)
+            save_checkpoint(ckpt_root, unwrapped, optimizer, scheduler, state, rng_states=rngs)
+        accelerator.wait_for_everyone()
 
     def evaluate_and_select() -> bool:
         """Evaluate on validation; keep the best weights; return True when early stopping triggers."""
@@ -174,74 +313,106 @@ def train(
     window_tokens, window_start, running_loss = 0, time.perf_counter(), None
     stopped = "max_epochs"
     model.train()
+    interrupt = _DeferredInterrupt()
     try:
-        while state["epoch"] < t.max_epochs:
-            sampler.set_epoch(state["epoch"])
-            task.start_epoch(state["epoch"])
-            epoch_loader = prepared_loader
-            if state["batches_done"]:
-                epoch_loader = accelerator.skip_first_batches(prepared_loader, state["batches_done"])
-            batches_in_epoch = state["batches_done"]
-            for batch in epoch_loader:
-                with accelerator.accumulate(model):
-                    loss = task.loss(model, batch)
-                    if not torch.isfinite(loss.detach()):
-                        raise NlpipeError(
-                            f"loss became {loss.item()} at step {state['global_step']} (epoch {state['epoch']}); "
-                            f"training stopped, the last good checkpoint in {ckpt_root} is intact; "
-                            "lower train.learning_rate or set train.max_grad_norm, then rerun"
-                        )
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and t.max_grad_norm:
-                        accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                batches_in_epoch += 1
-                tokens = task.count_tokens(batch)
-                window_tokens += tokens
-                state["train_tokens"] += tokens
-                value = loss.item()
-                running_loss = value if running_loss is None else 0.95 * running_loss + 0.05 * value
-                if not accelerator.sync_gradients:
-                    continue
-                state["global_step"] += 1
-                state["batches_done"] = batches_in_epoch
-                state["train_seconds"] = time.perf_counter() - started
-                bar.update(1)
-                if state["global_step"] % t.log_every_steps == 0:
-                    now = time.perf_counter()
-                    tok_s = window_tokens * accelerator.num_processes / max(now - window_start, 1e-9)
-                    bar.set_postfix(loss=f"{running_loss:.3f}", tok_s=f"{tok_s:,.0f}")
-                    log({"step": state["global_step"], "epoch": state["epoch"], "loss": running_loss,
-                         "lr": scheduler.get_last_lr()[0], "tokens_per_s": tok_s})
-                    window_tokens, window_start = 0, now
-                if t.eval_every_steps and state["global_step"] % t.eval_every_steps == 0:
-                    if evaluate_and_select():
-                        stopped = "early_stopping"
-                        raise _StopTraining
-                elif t.checkpoint_every_steps and state["global_step"] % t.checkpoint_every_steps == 0:
-                    checkpoint()
-                if t.max_steps and state["global_step"] >= t.max_steps:
-                    stopped = "max_steps"
-                    raise _StopTraining
-                if t.max_train_minutes and state["train_seconds"] > 60 * t.max_train_minutes:
-                    stopped = "max_train_minutes"
-                    raise _StopTraining
-            state["epoch"] += 1
-            state["batches_done"] = 0
-            if not t.eval_every_steps and evaluate_and_select():
-                stopped = "early_stopping"
-                break
+        with interrupt:
+            while state["epoch"] < t.max_epochs:
+                # Both: the prepared loader re-sets its sampler's epoch from its own counter on every
+                # iteration, and with several processes the sampler sits inside Accelerate's shard.
+                prepared_loader.set_epoch(state["epoch"])
+                sampler.set_epoch(state["epoch"])
+                task.start_epoch(state["epoch"])
+                epoch_loader = prepared_loader
+                if state["batches_done"]:
+                    epoch_loader = accelerator.skip_first_batches(prepared_loader, state["batches_done"])
+                batches_in_epoch = state["batches_done"]
+                try:
+                    for batch in epoch_loader:
+                        if pending_rng is not None:  # resumed: continue the random stream where it stopped
+                            set_rng_state(pending_rng)
+                            pending_rng = None
+                        at_step_boundary = batches_in_epoch == state["batches_done"]
+                        with accelerator.accumulate(model):
+                            loss = task.loss(model, batch)
+                            nonfinite, interrupted = _any_process(
+                                accelerator, not bool(torch.isfinite(loss.detach())), interrupt.requested
+                            )
+                            if nonfinite:
+                                raise NlpipeError(
+                                    f"loss became {loss.item()} at step {state['global_step'] + 1} "
+                                    f"(epoch {state['epoch']}); training stopped before that update, the last good "
+                                    f"checkpoint in {ckpt_root} is intact; lower train.learning_rate or set "
+                                    "train.max_grad_norm, then rerun"
+                                )
+                            if interrupted and at_step_boundary:
+                                raise _Interrupted
+                            accelerator.backward(loss)
+                            if accelerator.sync_gradients and t.max_grad_norm:
+                                accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                            optimizer.step()
+                            if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
+                                scheduler.step()
+                            optimizer.zero_grad(set_to_none=True)
+                        batches_in_epoch += 1
+                        tokens = task.count_tokens(batch)
+                        window_tokens += tokens
+                        state["train_tokens"] += tokens
+                        value = loss.item()
+                        running_loss = value if running_loss is None else 0.95 * running_loss + 0.05 * value
+                        if not accelerator.sync_gradients:
+                            continue
+                        state["global_step"] += 1
+                        state["batches_done"] = batches_in_epoch
+                        state["train_seconds"] = time.perf_counter() - started
+                        bar.update(1)
+                        if state["global_step"] % t.log_every_steps == 0:
+                            now = time.perf_counter()
+                            tok_s = window_tokens * accelerator.num_processes / max(now - window_start, 1e-9)
+                            if accelerator.num_processes > 1:  # the loss of all processes, not just the main one
+                                mean = torch.tensor([running_loss], device=accelerator.device)
+                                running_loss = float(accelerator.reduce(mean, reduction="mean").item())
+                            bar.set_postfix(loss=f"{running_loss:.3f}", tok_s=f"{tok_s:,.0f}")
+                            log({"step": state["global_step"], "epoch": state["epoch"], "loss": running_loss,
+                                 "lr": scheduler.get_last_lr()[0], "tokens_per_s": tok_s})
+                            window_tokens, window_start = 0, now
+                        if t.eval_every_steps and state["global_step"] % t.eval_every_steps == 0:
+                            if evaluate_and_select():
+                                stopped = "early_stopping"
+                                raise _StopTraining
+                        elif t.checkpoint_every_steps and state["global_step"] % t.checkpoint_every_steps == 0:
+                            checkpoint()
+                        if t.max_steps and state["global_step"] >= t.max_steps:
+                            stopped = "max_steps"
+                            raise _StopTraining
+                        if t.max_train_minutes and state["train_seconds"] > 60 * t.max_train_minutes:
+                            stopped = "max_train_minutes"
+                            raise _StopTraining
+                finally:
+                    # Leaving an epoch early does not run Accelerate's own cleanup; without it the
+                    # loader stays "active" and gather_for_metrics in a later evaluation would trim
+                    # predictions by this loader's remainder.
+                    epoch_loader.end()
+                state["epoch"] += 1
+                state["batches_done"] = 0
+                if not t.eval_every_steps and evaluate_and_select():
+                    stopped = "early_stopping"
+                    break
     except _StopTraining:
         if state["best_step"] != state["global_step"]:
             evaluate_and_select()
-    except KeyboardInterrupt:
+    except _Interrupted:
         bar.close()
         checkpoint()
         raise NlpipeError(
             f"interrupted at step {state['global_step']}; a checkpoint is in {ckpt_root}. "
-            f"Resume with: nlpipe run recipe {recipe.source} --output-dir {run_dir} --resume",
+            f"Resume with: {_resume_command(recipe, run_dir)}",
+            exit_code=130,
+        ) from None
+    except KeyboardInterrupt:  # a second Ctrl-C: stop at once, the state may be mid-step
+        bar.close()
+        raise NlpipeError(
+            f"interrupted mid-step at step {state['global_step']}; the last checkpoint in {ckpt_root} is kept. "
+            f"Resume with: {_resume_command(recipe, run_dir)}",
             exit_code=130,
         ) from None
     finally:
@@ -250,17 +421,21 @@ def train(
         evaluate_and_select()
     wall = time.perf_counter() - started
     train_only = max(wall - state.get("eval_seconds", 0.0), 1e-9)  # tokens/s counts training time only
+    tokens = state["train_tokens"]
+    if accelerator.num_processes > 1:
+        tokens = int(accelerator.reduce(torch.tensor([tokens], device=accelerator.device), reduction="sum").item())
     accelerator.wait_for_everyone()
     load_model(unwrapped, str(best_path))
-    write_text_atomic(ckpt_root / "done", f"step {state['global_step']}\n")
+    if accelerator.is_main_process:
+        write_text_atomic(ckpt_root / "done", f"step {state['global_step']}\n")
     return TrainResult(
         global_step=state["global_step"],
-        epochs=state["epoch"] + (state["batches_done"] / max(1, len(loader))),
+        epochs=state["epoch"] + (state["batches_done"] / batches_per_epoch),
         best_metric=state["best_metric"],
         best_step=state["best_step"],
         wall_s=wall,
-        train_tokens=state["train_tokens"] * accelerator.num_processes,
-        tokens_per_s=state["train_tokens"] * accelerator.num_processes / train_only,
+        train_tokens=tokens,
+        tokens_per_s=tokens / train_only,
         stopped_because=stopped,
         history=state["history"],
     )
