@@ -1,0 +1,68 @@
+"""The model card (README.md) parses as Hub metadata and shows the run's real numbers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from huggingface_hub import ModelCard, metadata_load
+from test_export_without_nlpipe import make_run_folder
+
+from nlpipe.hub import export_run
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    root = tmp_path_factory.mktemp("cards")
+    out = {}
+    for kind in ("tagger", "seq2seq"):
+        run = make_run_folder(kind, root / f"run-{kind}")
+        out[kind] = (run, export_run(run, root / f"export-{kind}", repo_id=f"me/{kind}-tiny"))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["tagger", "seq2seq"])
+def test_card_metadata_parses_with_metric_values(runs: dict[str, tuple[Path, Path]], kind: str) -> None:
+    for folder in runs[kind]:
+        card = ModelCard.load(folder / "README.md")
+        meta = metadata_load(folder / "README.md")
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert meta["library_name"] == "transformers"
+        assert "nlpipe" in meta["tags"]
+        expected = {(f"{split} {name}", round(value, 2)) for split in ("validation", "test")
+                    for name, value in metrics[split].items()}
+        got = {(r.metric_name, r.metric_value) for r in card.data.eval_results}
+        assert got == expected
+        assert {r.dataset_type for r in card.data.eval_results} == {meta["datasets"][0]}
+        if meta["license"] == "other":  # the Hub wants a name for a custom licence
+            assert meta["license_name"]
+
+
+def test_tagger_card_content(runs: dict[str, tuple[Path, Path]]) -> None:
+    run, export = runs["tagger"]
+    meta = metadata_load(run / "README.md")
+    assert meta["pipeline_tag"] == "token-classification"
+    assert meta["datasets"] == ["eriktks/conll2003"] or meta["datasets"][0].endswith("conll2003")
+    text = (export / "README.md").read_text()
+    body = text.split("---", 2)[2]
+    # The results table carries the numbers of metrics.json.
+    assert "| validation | 12.50 | 10.00 | 16.67 |" in body
+    assert "| test | 12.50 | 10.00 | 16.67 |" in body
+    # Training time, hardware, the curve (a real PNG next to it) and the whole recipe.
+    assert "61 s" in body and "CPU test, 1 threads" in body
+    assert "![training curve](training_curve.png)" in body
+    assert (export / "training_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    recipe_block = body.split("```yaml\n", 1)[1].split("\n```", 1)[0]
+    assert yaml.safe_load(recipe_block) == yaml.safe_load((run / "recipe.yaml").read_text())
+    assert "## Intended use and limitations" in body
+    # The export's usage loads by repo id without nlpipe; the run folder's with nlpipe.
+    assert 'pipeline("ner", model="me/tagger-tiny", trust_remote_code=True' in body
+    assert "trust_remote_code" not in (run / "README.md").read_text()
+
+
+def test_seq2seq_card_usage_uses_generate_without_nlpipe(runs: dict[str, tuple[Path, Path]]) -> None:
+    body = (runs["seq2seq"][1] / "README.md").read_text()
+    assert 'AutoModelForSeq2SeqLM.from_pretrained("me/seq2seq-tiny", trust_remote_code=True)' in body
+    assert 'pipeline("translation", model="me/seq2seq-tiny")' in body  # with nlpipe installed
