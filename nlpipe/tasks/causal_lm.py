@@ -167,12 +167,13 @@ def sliding_window_nll(
 ) -> tuple[list[float], list[int]]:
     """Summed NLL (nats) and counts per window of a stateless LM, sliding over one stream.
 
-    Windows start at ``0, stride, 2*stride, ...`` and are `window` tokens long (the last one may be
-    shorter). Each window scores only the tokens that no earlier window scored (its last
-    ``end - previous_end`` tokens), using the tokens before them as context; the first window
-    scores all but its first token. Every token after the first is thus scored exactly once, so
-    the counts add up to ``len(stream) - 1``. ``stride == window`` is plain non-overlapping chunks;
-    a smaller stride gives each scored token more context.
+    Window ``k`` feeds the `window` tokens starting at ``k * stride`` (fewer at the end) and
+    predicts, at each position, the token that follows. It scores only the predictions no earlier
+    window made, using everything before them in the window as context. Every token after the
+    first is thus scored exactly once, so the counts add up to ``len(stream) - 1``.
+    ``stride == window`` is plain non-overlapping chunks (the first prediction of a chunk has only
+    one token of context); a smaller stride gives each scored token at least
+    ``window - stride`` tokens of context.
 
     Raises:
         NlpipeError: when ``stride`` is not in ``1..window``.
@@ -180,15 +181,14 @@ def sliding_window_nll(
     if not 1 <= stride <= window:
         raise NlpipeError(f"key 'generate.perplexity_stride': must be between 1 and the window ({window}), got {stride}")
     device = _model_device(model)
-    spans = []  # (begin, end, number of new tokens scored)
+    last = len(stream) - 1  # predictions: input position p predicts token p + 1, for p < last
+    spans = []  # (begin, end, new): inputs stream[begin:end], the last `new` predictions scored
     previous_end = 0
-    for begin in range(0, len(stream), stride):
-        end = min(begin + window, len(stream))
-        new = end - previous_end if begin > 0 else end - 1
-        if new > 0:
-            spans.append((begin, end, new))
+    for begin in range(0, last, stride):
+        end = min(begin + window, last)
+        spans.append((begin, end, end - previous_end))
         previous_end = end
-        if end == len(stream):
+        if end == last:
             break
     nlls, counts = [], []
     for first in range(0, len(spans), batch_size):
@@ -201,14 +201,12 @@ def sliding_window_nll(
             n = end - begin
             ids[row, :n] = stream[begin:end]
             mask[row, :n] = 1
-            targets[row, n - new : n] = stream[end - new : end]
+            targets[row, n - new : n] = stream[end - new + 1 : end + 1]
         ids, targets, mask = ids.to(device), targets.to(device), mask.to(device)
         logits = model(input_ids=ids, attention_mask=mask).logits  # (G, L, V)
-        # Position t predicts token t+1.
         losses = F.cross_entropy(
-            logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets[:, 1:].reshape(-1),
-            ignore_index=-100, reduction="none",
-        ).view(len(group), -1)  # (G, L-1)
+            logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="none"
+        ).view(len(group), -1)  # (G, L)
         for row, (_, _, new) in enumerate(group):
             nlls.append(float(losses[row].sum()))
             counts.append(new)
