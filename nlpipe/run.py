@@ -89,6 +89,13 @@ def _check_output_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
             )
         for item in run_dir.iterdir():
             shutil.rmtree(item) if item.is_dir() else item.unlink()
+    # Probe by writing, then take back the folders the probe made: a run that fails later on a bad
+    # recipe or bad data leaves nothing behind (run_recipe creates the folder once it starts writing).
+    new_dirs = []
+    existing = run_dir
+    while not existing.exists() and existing != existing.parent:
+        new_dirs.append(existing)
+        existing = existing.parent
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
@@ -96,7 +103,13 @@ def _check_output_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
         probe.unlink()
     except OSError as exc:
         raise NlpipeError(f"{run_dir}: cannot write there ({exc.strerror}); choose another --output-dir") from exc
-    free = shutil.disk_usage(run_dir).free
+    finally:
+        for folder in new_dirs:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+    free = shutil.disk_usage(existing).free
     if free < 50 * 2**20:
         raise NlpipeError(f"{run_dir}: only {free // 2**20} MiB free on that disk; free space or choose another --output-dir")
 
@@ -189,6 +202,7 @@ def run_recipe(
         f"{recipe.name}: {recipe.model['type']} with {n_params:,} parameters; "
         f"{len(dataset['train']):,} training examples; {machine_description()}"
     )
+    run_dir.mkdir(parents=True, exist_ok=True)  # first write: the data, tokenizer and model are fine
     if accelerator.is_main_process:
         dump_recipe(recipe, run_dir / "recipe.yaml")
     accelerator.init_trackers(recipe.name.replace("/", "_"))
