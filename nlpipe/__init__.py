@@ -18,6 +18,10 @@ __version__ = "0.1.0"
 
 _register_all()
 
+from .pipelines import register_pipelines as _register_pipelines  # noqa: E402
+
+_register_pipelines()  # translation / summarization / text2text-generation (removed in transformers 5)
+
 
 def run_recipe(*args, **kwargs):  # noqa: D103 - documented in nlpipe.run.run_recipe
     from .run import run_recipe as _run_recipe

@@ -237,7 +237,7 @@ class Seq2SeqTask(Task):
         for indices, batch in eval_batches(self, encoded, batch_size, accelerator, ["input_ids", "labels", "length"]):
             generated = inner.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **settings)
             texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
-            outputs.extend(zip(indices.tolist(), (t.strip() for t in texts)))
+            outputs.extend(zip(indices.tolist(), (t.strip() for t in texts), strict=True))
         if accelerator is not None:
             outputs = accelerator.gather_for_metrics(outputs, use_gather_object=True)
         result = [""] * len(encoded)
@@ -273,7 +273,7 @@ class Seq2SeqTask(Task):
             with torch.no_grad():
                 generated = model.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
             outputs = tokenizer.batch_decode(generated, skip_special_tokens=True)
-            results.extend({"text": t, "output": o.strip()} for t, o in zip(chunk, outputs))
+            results.extend({"text": t, "output": o.strip()} for t, o in zip(chunk, outputs, strict=True))
         return results
 
 
