@@ -16,6 +16,7 @@ from huggingface_hub import HfApi
 from test_export_without_nlpipe import make_run_folder
 from typer.testing import CliRunner
 
+import nlpipe.models.rnn_tagger
 from nlpipe.cli import app
 from nlpipe.errors import NlpipeError
 from nlpipe.hub import check_self_contained, export_run, push_command, push_run, shipped_files
@@ -26,6 +27,8 @@ EXPECTED_TAGGER_FILES = {
     "configuration_rnn_tagger.py", "modeling_rnn_tagger.py", "crf.py", "char_encoder.py",
     "recipe.yaml", "metrics.json", "run_info.json", "train_log.jsonl", "training_curve.png",
 }
+if (Path(nlpipe.models.rnn_tagger.__file__).parent / "pipeline_rnn_tagger.py").is_file():
+    EXPECTED_TAGGER_FILES.add("pipeline_rnn_tagger.py")  # the tagger's own ner pipeline (CRF/char features)
 
 
 class FakeHub:
