@@ -16,6 +16,7 @@ def register_all() -> None:
 
     AutoConfig.register(RnnTaggerConfig.model_type, RnnTaggerConfig, exist_ok=True)
     AutoModelForTokenClassification.register(RnnTaggerConfig, RnnForTokenClassification, exist_ok=True)
+    _register_token_classification_pipeline()
 
     # -- rnn_seq2seq (AutoModelForSeq2SeqLM) registers below --
     from transformers import AutoModelForSeq2SeqLM
@@ -34,3 +35,32 @@ def register_all() -> None:
 
     AutoConfig.register(RnnLmConfig.model_type, RnnLmConfig, exist_ok=True)
     AutoModelForCausalLM.register(RnnLmConfig, RnnForCausalLM, exist_ok=True)
+
+
+def _register_token_classification_pipeline() -> None:
+    """Make ``pipeline("ner" | "token-classification")`` use the class that also serves char/CRF taggers.
+
+    It replaces the task's implementation for every model; models other than ours go through the
+    standard code path unchanged. transformers warns when a built-in task is overwritten: that is
+    the intent here, so the warning is silenced for this one call.
+    """
+    import transformers
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    from .rnn_tagger.pipeline_rnn_tagger import RnnTaggerTokenClassificationPipeline
+
+    current = PIPELINE_REGISTRY.supported_tasks.get("token-classification", {})
+    if current.get("impl") is RnnTaggerTokenClassificationPipeline:
+        return
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        PIPELINE_REGISTRY.register_pipeline(
+            "token-classification",
+            pipeline_class=RnnTaggerTokenClassificationPipeline,
+            pt_model=AutoModelForTokenClassification,
+            default=current.get("default"),  # keep the built-in default model of the task
+            type="text",
+        )
+    finally:
+        transformers.logging.set_verbosity(verbosity)

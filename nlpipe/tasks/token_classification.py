@@ -18,6 +18,33 @@ from ..metrics import compute_metric
 from .base import Task, eval_batches
 
 
+def token_char_ids(
+    text_spans: list[str | None], char_to_id: dict[str, int], max_chars: int
+) -> list[list[int]]:
+    """Character ids per token from each token's surface text; ``None`` (special tokens) gives ``[]``.
+
+    Uses the model's own mapping (`RnnTaggerConfig.char_to_id`) and truncation rule
+    (`encode_words_to_char_ids`), so training, `nlpipe predict` and the ``ner`` pipeline agree.
+    """
+    from ..models.rnn_tagger.char_encoder import encode_words_to_char_ids
+    from ..models.rnn_tagger.configuration_rnn_tagger import RnnTaggerConfig
+
+    surfaces = [span for span in text_spans if span is not None]
+    encoded = iter(encode_words_to_char_ids(surfaces, char_to_id, max_chars, RnnTaggerConfig.CHAR_UNK_ID))
+    return [[] if span is None else next(encoded) for span in text_spans]
+
+
+def pad_char_ids(rows: list[list[list[int]]], num_tokens: int) -> torch.Tensor:
+    """Pad per-example lists of per-token char ids into a (B, T, C) long tensor of zeros (the padding id)."""
+    longest = max((len(chars) for row in rows for chars in row), default=1) or 1
+    out = torch.zeros((len(rows), num_tokens, longest), dtype=torch.long)
+    for b, row in enumerate(rows):
+        for t, chars in enumerate(row):
+            if chars:
+                out[b, t, : len(chars)] = torch.tensor(chars)
+    return out
+
+
 def continuation_tag(tag: str) -> str:
     """The tag of a word's later sub-tokens: B-X → I-X, others unchanged."""
     return "I-" + tag[2:] if tag.startswith("B-") else tag
@@ -32,6 +59,11 @@ class TokenClassificationTask(Task):
     def __init__(self, recipe: Any) -> None:
         super().__init__(recipe)
         self.labels: list[str] = []
+        # Character features: on when the recipe's model has a char encoder; the vocabulary comes from the
+        # training split (`setup`) or from a trained model's config (`set_labels_from_config`).
+        self.uses_chars = recipe.model.get("char_encoder", "none") not in (None, "none")
+        self.char_vocab: list[str] | None = None
+        self.max_word_chars = int(recipe.model.get("max_word_chars", 20))
 
     def setup(self, data: datasets.DatasetDict, source_name: str) -> None:
         entry = CATALOG.get(source_name)
@@ -50,28 +82,53 @@ class TokenClassificationTask(Task):
                         f"does not occur in the training split (labels: {', '.join(labels)}); fix the data"
                     )
         self.labels = labels
+        if self.uses_chars:
+            # Every character of the training words, most frequent first (ties by code point): stable ids.
+            counts: dict[str, int] = {}
+            for tokens in data["train"]["tokens"]:
+                for token in tokens:
+                    for char in token:
+                        counts[char] = counts.get(char, 0) + 1
+            self.char_vocab = sorted(counts, key=lambda c: (-counts[c], c))
 
     def set_labels_from_config(self, config: Any) -> None:
-        """Take the label set from a trained model (evaluation of a saved run)."""
+        """Take the label set (and the char vocabulary) from a trained model (evaluation of a saved run)."""
         self.labels = [config.id2label[i] for i in range(len(config.id2label))]
+        if getattr(config, "char_encoder", "none") != "none":
+            self.uses_chars = True
+            self.char_vocab = list(config.char_vocab or [])
+            self.max_word_chars = config.max_word_chars
+
+    def char_to_id(self) -> dict[str, int]:
+        """Character → id, as `RnnTaggerConfig.char_to_id` maps it (ids from 2)."""
+        return {char: index + 2 for index, char in enumerate(self.char_vocab or [])}
 
     def tokenizer_texts(self, train: datasets.Dataset) -> list[str]:
         return [" ".join(tokens) for tokens in train["tokens"]]
 
     def model_values(self, tokenizer: Any) -> dict[str, Any]:
-        return {
+        values = {
             **super().model_values(tokenizer),
             "id2label": dict(enumerate(self.labels)),
             "label2id": {label: i for i, label in enumerate(self.labels)},
         }
+        if self.recipe.model.get("type") == "rnn_tagger":
+            values["unk_token_id"] = tokenizer.unk_token_id  # for word dropout
+            if self.uses_chars:
+                values["char_vocab"] = list(self.char_vocab or [])
+        return values
 
     def encode(self, dataset: datasets.Dataset, tokenizer: Any, split: str) -> datasets.Dataset:
         label2id = {label: i for i, label in enumerate(self.labels)}
         max_length = self.recipe.data.max_length
+        char_to_id = self.char_to_id()
 
         def encode_batch(batch: dict[str, list]) -> dict[str, list]:
-            enc = tokenizer(batch["tokens"], is_split_into_words=True, truncation=True, max_length=max_length)
-            all_labels, all_first = [], []
+            enc = tokenizer(
+                batch["tokens"], is_split_into_words=True, truncation=True, max_length=max_length,
+                return_offsets_mapping=self.uses_chars,
+            )
+            all_labels, all_first, all_chars = [], [], []
             for row, tags in enumerate(batch["tags"]):
                 word_ids = enc.word_ids(row)
                 labels, first = [], [-1] * len(tags)
@@ -87,12 +144,21 @@ class TokenClassificationTask(Task):
                     previous = word
                 all_labels.append(labels)
                 all_first.append(first)
-            return {
+                if self.uses_chars:
+                    # With is_split_into_words, offsets are relative to each word: slice the word itself.
+                    words = batch["tokens"][row]
+                    spans = [None if word is None else words[word][start:end]
+                             for word, (start, end) in zip(word_ids, enc["offset_mapping"][row], strict=True)]
+                    all_chars.append(token_char_ids(spans, char_to_id, self.max_word_chars))
+            features = {
                 "input_ids": enc["input_ids"],
                 "labels": all_labels,
                 "first_piece": all_first,
                 "length": [len(ids) for ids in enc["input_ids"]],
             }
+            if self.uses_chars:
+                features["char_ids"] = all_chars
+            return features
 
         return dataset.map(encode_batch, batched=True, remove_columns=dataset.column_names, desc=f"encode {split}")
 
@@ -107,7 +173,10 @@ class TokenClassificationTask(Task):
             input_ids[row, :n] = torch.tensor(f["input_ids"])
             labels[row, :n] = torch.tensor(f["labels"])
             mask[row, :n] = 1
-        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+        batch = {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+        if "char_ids" in features[0]:
+            batch["char_ids"] = pad_char_ids([f["char_ids"] for f in features], longest)
+        return batch
 
     @staticmethod
     def decode(model: Any, logits: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -123,6 +192,8 @@ class TokenClassificationTask(Task):
         """Predicted IOB2 tag per word for every example (words lost to truncation get "O")."""
         predictions: list[tuple[int, list[str]]] = []
         columns = ["input_ids", "labels", "first_piece", "length"]
+        if "char_ids" in encoded.column_names:
+            columns.append("char_ids")
         for indices, batch in eval_batches(self, encoded, batch_size, accelerator, columns):
             batch = {k: v for k, v in batch.items() if k != "labels"}
             logits = model(**batch).logits
@@ -151,10 +222,20 @@ def tag_words(model: Any, tokenizer: Any, text: str) -> list[dict[str, Any]]:
     encoding = tokenizer(text, return_offsets_mapping=True, truncation=True, return_tensors="pt")
     offsets = encoding.pop("offset_mapping")[0].tolist()
     word_ids = encoding.word_ids(0)
+    inputs = {k: v for k, v in encoding.items() if k in ("input_ids", "attention_mask")}
+    config = model.config
+    if getattr(config, "char_encoder", "none") != "none":
+        # Same characters as in training: the token's surface text (here sliced from the raw text).
+        spans = [None if word is None else text[start:end] for word, (start, end) in zip(word_ids, offsets, strict=True)]
+        inputs["char_ids"] = pad_char_ids([token_char_ids(spans, config.char_to_id(), config.max_word_chars)],
+                                          len(word_ids))
     with torch.no_grad():
-        logits = model(**{k: v for k, v in encoding.items() if k in ("input_ids", "attention_mask")}).logits
+        logits = model(**inputs).logits
         path = TokenClassificationTask.decode(model, logits, encoding["attention_mask"])[0].tolist()
-        probs = logits.float().softmax(-1)[0]
+        if hasattr(model, "decode_scores"):  # CRF marginals, consistent with the ner pipeline
+            probs = model.decode_scores(logits, encoding["attention_mask"])[0].exp()
+        else:
+            probs = logits.float().softmax(-1)[0]
     id2label = model.config.id2label
     words: list[dict[str, Any]] = []
     previous = None

@@ -1,0 +1,110 @@
+"""The ``ner`` / ``token-classification`` pipeline for nlpipe's recurrent taggers.
+
+The standard `TokenClassificationPipeline` feeds the model only what the tokenizer returns, and reads
+labels off ``logits`` with an argmax. Our taggers may need two more things:
+
+- **character features** (``config.char_encoder != "none"``): `preprocess` adds ``char_ids`` (1, T, C),
+  computed exactly as in training — each token's surface text (cut out of the input with the
+  tokenizer's offsets) mapped with ``config.char_vocab`` and truncated with `encode_words_to_char_ids`;
+- **a CRF** (``config.use_crf``): `_forward` replaces the logits by the model's `decode_scores`, log
+  CRF marginals arranged so that the argmax is the Viterbi path. The pipeline's own postprocessing
+  (word aggregation, entity grouping, offsets) then works unchanged and reports the Viterbi labels
+  with their marginal probabilities.
+
+Any other model (e.g. BERT) goes through the standard behaviour untouched, so this class can be
+registered for the whole ``token-classification`` task.
+
+This file is copied next to saved weights for ``trust_remote_code``: it imports only torch,
+transformers and sibling files, and registers nothing at import time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import TokenClassificationPipeline
+
+from .char_encoder import encode_words_to_char_ids
+
+RNN_TAGGER_MODEL_TYPE = "nlpipe_rnn_tagger"
+CHAR_UNK_ID = 1  # RnnTaggerConfig.CHAR_UNK_ID; 0 pads
+
+
+def char_ids_from_offsets(
+    text: str, offsets: list[tuple[int, int]], special: list[bool], config: Any
+) -> torch.Tensor:
+    """Character ids (1, T, C) of each token: ``text[start:end]`` mapped with the config's char vocabulary.
+
+    Args:
+        text: the string the offsets point into.
+        offsets: (start, end) per token.
+        special: per token, True for special tokens (no characters: an all-padding row).
+        config: an `RnnTaggerConfig` (uses ``char_vocab`` and ``max_word_chars``).
+    """
+    char_to_id = {char: index + 2 for index, char in enumerate(config.char_vocab or [])}
+    spans = [text[start:end] for (start, end), is_special in zip(offsets, special, strict=True) if not is_special]
+    encoded = iter(encode_words_to_char_ids(spans, char_to_id, config.max_word_chars, CHAR_UNK_ID))
+    rows = [[] if is_special else next(encoded) for is_special in special]
+    longest = max((len(row) for row in rows), default=1) or 1
+    char_ids = torch.zeros((1, len(rows), longest), dtype=torch.long)  # (1, T, C)
+    for position, row in enumerate(rows):
+        if row:
+            char_ids[0, position, : len(row)] = torch.tensor(row)
+    return char_ids
+
+
+class RnnTaggerTokenClassificationPipeline(TokenClassificationPipeline):
+    """`TokenClassificationPipeline` that also serves taggers with char features and a CRF.
+
+    Example:
+
+    ```python
+    >>> from transformers import pipeline
+    >>> ner = pipeline("ner", model="runs/ner-bilstm-crf", aggregation_strategy="simple",
+    ...                pipeline_class=RnnTaggerTokenClassificationPipeline)  # implicit after `import nlpipe`
+    >>> ner("EU rejects German call to boycott British lamb.")
+    ```
+    """
+
+    def _is_rnn_tagger(self) -> bool:
+        return getattr(self.model.config, "model_type", None) == RNN_TAGGER_MODEL_TYPE
+
+    def preprocess(self, sentence: Any, offset_mapping: Any = None, **preprocess_params: Any):
+        """The standard chunks, plus ``char_ids`` for models with a character encoder."""
+        config = self.model.config
+        needs_chars = self._is_rnn_tagger() and getattr(config, "char_encoder", "none") != "none"
+        text = None
+        for model_inputs in super().preprocess(sentence, offset_mapping=offset_mapping, **preprocess_params):
+            if needs_chars:
+                if model_inputs.get("sentence") is not None:
+                    text = model_inputs["sentence"]  # only the first chunk carries it
+                offsets = model_inputs.get("offset_mapping")
+                if offsets is None:
+                    raise ValueError("character features need token offsets: use the model's fast tokenizer")
+                offsets = [tuple(pair) for pair in offsets[0].tolist()]
+                special = [bool(flag) for flag in model_inputs["special_tokens_mask"][0].tolist()]
+                word_ids = model_inputs.get("word_ids")
+                if word_ids is not None:
+                    # is_split_into_words: offsets are relative to each word; make them relative to `text`.
+                    word_starts = model_inputs["word_to_chars_map"]
+                    offsets = [
+                        (start, end) if word is None else (start + word_starts[word][0], end + word_starts[word][0])
+                        for word, (start, end) in zip(word_ids, offsets, strict=True)
+                    ]
+                model_inputs["char_ids"] = char_ids_from_offsets(text, offsets, special, config)
+            yield model_inputs
+
+    def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
+        """The standard forward; for CRF taggers the logits become Viterbi-consistent log-marginals."""
+        attention_mask = model_inputs.get("attention_mask")
+        outputs = super()._forward(model_inputs)
+        if self._is_rnn_tagger() and getattr(self.model.config, "use_crf", False):
+            if attention_mask is None:
+                attention_mask = torch.ones(outputs["logits"].shape[:2], dtype=torch.long)
+            logits = outputs["logits"]
+            outputs["logits"] = self.model.decode_scores(logits, attention_mask.to(logits.device)).to(logits.dtype)
+        return outputs
+
+
+__all__ = ["RnnTaggerTokenClassificationPipeline", "char_ids_from_offsets"]
