@@ -1,0 +1,104 @@
+"""`pipeline("ner")` on saved runs, in a fresh process: CRF + char tagger == `nlpipe predict`; BERT works too."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nlpipe.prediction import predict
+from nlpipe.run import run_recipe
+
+TEXTS = [
+    "Peter Blackburn of the U.S. met EU officials in Zürich on Monday .",
+    "Germany 's representative to the European Union 's veterinary committee Werner Zwingmann said .",
+    "Zoë Ngũgĩ ( Nairobi ) beat Steffi Graf 6-3 in the Wimbledon final.",
+]
+WORDS = ["Peter", "Blackburn", "met", "U.S.", "officials", "in", "Zürich"]
+
+PIPELINE = """
+import json, sys
+import nlpipe
+from transformers import pipeline
+ner = pipeline("ner", model=sys.argv[1], aggregation_strategy="simple")
+texts = json.loads(sys.argv[2])
+words = json.loads(sys.argv[3])
+out = {"class": type(ner).__name__, "texts": [ner(t) for t in texts],
+       "words": ner(words, is_split_into_words=True)}
+print(json.dumps(out, default=float))
+"""
+
+TINY_RNN = [
+    "model.hidden_size=16", "model.embedding_dim=16", "model.char_hidden_size=8", "model.char_embedding_dim=8",
+    "train.max_steps=3", "data.max_train_examples=300", "data.max_eval_examples=40",
+]
+TINY_BERT = [
+    "model.hidden_size=32", "model.num_hidden_layers=2", "model.num_attention_heads=2",
+    "model.intermediate_size=64", "train.max_steps=3", "train.warmup_steps=1",
+    "data.max_train_examples=100", "data.max_eval_examples=20", "tokenizer.vocab_size=400",
+]
+
+
+def run_pipeline_in_fresh_process(run_dir: Path, cwd: Path) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", PIPELINE, str(run_dir), json.dumps(TEXTS), json.dumps(WORDS)],
+        capture_output=True, text=True, timeout=300, cwd=cwd,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def check_offsets(text: str, entities: list[dict]) -> None:
+    for entity in entities:
+        piece = text[entity["start"] : entity["end"]]
+        assert piece and piece == piece.strip()
+        # The pipeline's "word" is decoded from tokens (spaces between WordLevel tokens): same characters.
+        assert entity["word"].replace(" ", "") == piece.replace(" ", "")
+
+
+@pytest.fixture(scope="module")
+def crf_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("ner-crf") / "run"
+    run_recipe("ner-bilstm-crf", TINY_RNN, data="sample", output_dir=run_dir, progress=False)
+    return run_dir
+
+
+def test_crf_char_pipeline_in_fresh_process_equals_predict(crf_run: Path, tmp_path: Path) -> None:
+    result = run_pipeline_in_fresh_process(crf_run, tmp_path)
+    assert result["class"] == "RnnTaggerTokenClassificationPipeline"
+    expected = predict(crf_run, TEXTS)
+    total = 0
+    for text, got, want in zip(TEXTS, result["texts"], expected, strict=True):
+        check_offsets(text, got)
+        assert [(e["entity_group"], e["start"], e["end"]) for e in got] == [
+            (e["entity_group"], e["start"], e["end"]) for e in want["entities"]
+        ]
+        assert [e["score"] for e in got] == pytest.approx([e["score"] for e in want["entities"]], abs=1e-4)
+        total += len(got)
+    assert total > 0, "the model predicted no entity at all: the comparison would be empty"
+    # Pre-split words (one sentence, returned as a batch of one): offsets point into the words joined by spaces.
+    (split_entities,) = result["words"]
+    assert split_entities
+    check_offsets(" ".join(WORDS), split_entities)
+
+
+def test_crf_predictions_follow_the_viterbi_path(crf_run: Path) -> None:
+    # A CRF with IOB2 constraints never emits I-X right after O or after another type.
+    for item in predict(crf_run, TEXTS):
+        previous = "O"
+        for word in item["words"]:
+            if word["tag"].startswith("I-"):
+                assert previous[2:] == word["tag"][2:], (item["text"], item["words"])
+            previous = word["tag"]
+
+
+def test_bert_recipe_runs_and_pipeline_gives_offsets(tmp_path: Path) -> None:
+    result = run_recipe("ner-bert", TINY_BERT, data="sample", output_dir=tmp_path / "bert", progress=False)
+    assert {"f1", "precision", "recall"} <= set(result.metrics["test"])
+    out = run_pipeline_in_fresh_process(result.run_dir, tmp_path)
+    for text, entities in zip(TEXTS, out["texts"], strict=True):
+        for entity in entities:
+            assert text[entity["start"] : entity["end"]].strip()
