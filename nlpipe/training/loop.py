@@ -310,7 +310,8 @@ def train(
         desc=recipe.name, dynamic_ncols=True, mininterval=1.0,
     )
     started = time.perf_counter() - state["train_seconds"]
-    window_tokens, window_start, running_loss = 0, time.perf_counter(), None
+    window_tokens, window_start = 0, time.perf_counter()
+    running_loss = state.get("running_loss")  # the smoothed loss is part of what a resume must continue
     stopped = "max_epochs"
     model.train()
     interrupt = _DeferredInterrupt()
@@ -359,6 +360,7 @@ def train(
                         state["train_tokens"] += tokens
                         value = loss.item()
                         running_loss = value if running_loss is None else 0.95 * running_loss + 0.05 * value
+                        state["running_loss"] = running_loss
                         if not accelerator.sync_gradients:
                             continue
                         state["global_step"] += 1
@@ -371,6 +373,7 @@ def train(
                             if accelerator.num_processes > 1:  # the loss of all processes, not just the main one
                                 mean = torch.tensor([running_loss], device=accelerator.device)
                                 running_loss = float(accelerator.reduce(mean, reduction="mean").item())
+                                state["running_loss"] = running_loss
                             bar.set_postfix(loss=f"{running_loss:.3f}", tok_s=f"{tok_s:,.0f}")
                             log({"step": state["global_step"], "epoch": state["epoch"], "loss": running_loss,
                                  "lr": scheduler.get_last_lr()[0], "tokens_per_s": tok_s})
