@@ -1,0 +1,98 @@
+"""The CLI end to end on sample data, as a user runs it: train → eval → predict, and clean errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK = ["train.max_epochs=3", "model.hidden_size=32", "model.embedding_dim=32", "train.learning_rate=0.01"]
+
+
+def nlpipe(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-m", "nlpipe", *args], cwd=cwd, env=env, capture_output=True,
+                            text=True, timeout=600)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    work = tmp_path_factory.mktemp("cli")
+    result = nlpipe("run", "recipe", "ner-bilstm", "--data", "sample", "--no-progress", *QUICK, cwd=work)
+    return work / "runs" / "ner-bilstm", result
+
+
+def test_run_writes_a_complete_run_folder(trained_run: tuple[Path, subprocess.CompletedProcess]) -> None:
+    run_dir, result = trained_run
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "recipe.yaml", "metrics.json",
+                 "run_info.json", "train_log.jsonl", "README.md", "training_curve.png"):
+        assert (run_dir / name).is_file(), name
+    assert not (run_dir / "checkpoints").exists()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test"]["f1"] > 30, metrics["test"]  # the sample data is learnable in 3 short epochs
+    assert f"test f1 = {metrics['test']['f1']:.2f}" in result.stdout
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["model_type"] == "nlpipe_rnn_tagger" and "B-PER" in config["id2label"].values()
+    card = (run_dir / "README.md").read_text()
+    assert card.startswith("---\n") and f"{metrics['test']['f1']:.2f}" in card
+
+
+def test_eval_reproduces_the_test_score(trained_run: tuple[Path, subprocess.CompletedProcess]) -> None:
+    run_dir, _ = trained_run
+    result = nlpipe("eval", str(run_dir), "--split", "test", cwd=run_dir.parent)
+    scores = json.loads(result.stdout)
+    recorded = json.loads((run_dir / "metrics.json").read_text())["test"]
+    assert scores["f1"] == pytest.approx(recorded["f1"], abs=1e-9)
+
+
+def test_predict_formats(trained_run: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
+    run_dir, _ = trained_run
+    text = "Maria Johnson visited Berlin on Monday ."
+    as_json = json.loads(nlpipe("predict", str(run_dir), text, "--format", "json", cwd=tmp_path).stdout)
+    assert as_json["text"] == text
+    for entity in as_json["entities"]:
+        assert text[entity["start"] : entity["end"]] == entity["word"]
+    conll = nlpipe("predict", str(run_dir), text, "--format", "conll", cwd=tmp_path).stdout.split("\n")
+    assert [line.split("\t")[0] for line in conll if line] == text.split()
+    batch = tmp_path / "in.txt"
+    batch.write_text(f"{text}\nAnna Schmidt works for Siemens .\n")
+    lines = nlpipe("predict", str(run_dir), "--file", str(batch), cwd=tmp_path).stdout
+    assert lines.count("→") == 2
+
+
+def test_recipes_commands(tmp_path: Path) -> None:
+    listed = nlpipe("recipes", "list", cwd=tmp_path).stdout
+    assert "ner-bilstm" in listed and "token-classification" in listed
+    shown = nlpipe("recipes", "show", "ner-bilstm", cwd=tmp_path).stdout
+    assert shown.startswith("# nlpipe run recipe ner-bilstm")
+    assert "ok:" in nlpipe("recipes", "validate", "ner-bilstm", cwd=tmp_path).stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["run", "recipe", "no-such-recipe"], "unknown recipe 'no-such-recipe'"),
+        (["run", "recipe", "ner-bilstm", "--data", "sample", "train.max_epoch=1"], "unknown key 'train.max_epoch'"),
+        (["predict", "does-not-exist", "hello"], "does-not-exist: no such run folder"),
+        (["eval", "does-not-exist"], "does-not-exist: no such run folder"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(args: list[str], expected: str, tmp_path: Path) -> None:
+    result = nlpipe(*args, cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: ") and expected in lines[-1], result.stderr
+
+
+def test_root_cli_shim_calls_the_package_cli() -> None:
+    result = subprocess.run([sys.executable, "cli.py", "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "run" in result.stdout and "recipes" in result.stdout
