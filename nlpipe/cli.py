@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -46,9 +45,25 @@ def _relaunch_distributed(num_processes: int) -> None:
         if arg.startswith("--num-processes="):
             continue
         args.append(arg)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={num_processes}",
-               "-m", "nlpipe", *args]
-    raise typer.Exit(subprocess.call(command))
+    # torchrun runs inside this process: a worker that failed has printed its one-line error, and we
+    # exit with its code instead of showing torchrun's ChildFailedError traceback.
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # torchrun's own default, without its banner
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    try:
+        run(parse_args(["--standalone", f"--nproc_per_node={num_processes}", "-m", "nlpipe", *args]))
+    except ChildFailedError as exc:
+        codes = {rank: failure.exitcode for rank, failure in exc.failures.items()}
+        if 0 not in codes:  # only rank 0 prints errors (see main); say which process failed
+            rank, code = next(iter(codes.items()))
+            typer.echo(f"error: process {rank} of {num_processes} failed (exit code {code}); see its output above",
+                       err=True)
+        raise typer.Exit(next((c for c in codes.values() if c > 0), 1)) from None
+    raise typer.Exit(0)
 
 
 @run_app.command("recipe")
@@ -279,9 +294,12 @@ def main() -> None:
     import click
 
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # without standalone mode, click returns typer.Exit's code
+        if isinstance(code, int) and code != 0:
+            sys.exit(code)
     except NlpipeError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        if os.environ.get("RANK", "0") == "0":  # under DDP every process meets the same error: say it once
+            typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         typer.echo("aborted", err=True)
