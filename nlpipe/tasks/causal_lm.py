@@ -342,7 +342,10 @@ class CausalLmTask(Task):
         return kwargs
 
     def predict_texts(self, model: Any, tokenizer: Any, texts: list[str]) -> list[dict[str, Any]]:
-        """Continue each text: ``{"text", "generated_text"}`` with the prompt followed by the continuation."""
+        """Continue each text: ``{"text", "generated_text", "output"}``, the last two the prompt + continuation.
+
+        Sampling settings come from the recipe's ``generate`` section (e.g. ``do_sample``, ``top_k``).
+        """
         results = []
         for text in texts:
             enc = tokenizer(text, add_special_tokens=False, return_tensors="pt")
@@ -351,5 +354,6 @@ class CausalLmTask(Task):
             with torch.no_grad():
                 out = model.generate(**enc, **self.generation_kwargs(), pad_token_id=tokenizer.pad_token_id)
             new = tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-            results.append({"text": text, "generated_text": text + new})
+            # "output" is what `nlpipe predict` prints in its text format.
+            results.append({"text": text, "generated_text": text + new, "output": text + new})
         return results
