@@ -27,7 +27,8 @@ ner = pipeline("ner", model=sys.argv[1], aggregation_strategy="simple")
 texts = json.loads(sys.argv[2])
 words = json.loads(sys.argv[3])
 out = {"class": type(ner).__name__, "texts": [ner(t) for t in texts],
-       "words": ner(words, is_split_into_words=True)}
+       "words": ner(words, is_split_into_words=True),
+       "batched": pipeline("ner", model=sys.argv[1], aggregation_strategy="simple", batch_size=3)(texts)}
 print(json.dumps(out, default=float))
 """
 
@@ -79,6 +80,12 @@ def test_crf_char_pipeline_in_fresh_process_equals_predict(crf_run: Path, tmp_pa
         assert [e["score"] for e in got] == pytest.approx([e["score"] for e in want["entities"]], abs=1e-4)
         total += len(got)
     assert total > 0, "the model predicted no entity at all: the comparison would be empty"
+    # Batched inference (chunks padded together) gives the same entities.
+    for got, batched in zip(result["texts"], result["batched"], strict=True):
+        assert [(e["entity_group"], e["start"], e["end"]) for e in batched] == [
+            (e["entity_group"], e["start"], e["end"]) for e in got
+        ]
+        assert [e["score"] for e in batched] == pytest.approx([e["score"] for e in got], abs=1e-4)
     # Pre-split words (one sentence, returned as a batch of one): offsets point into the words joined by spaces.
     (split_entities,) = result["words"]
     assert split_entities

@@ -46,8 +46,9 @@ def char_ids_from_offsets(
     spans = [text[start:end] for (start, end), is_special in zip(offsets, special, strict=True) if not is_special]
     encoded = iter(encode_words_to_char_ids(spans, char_to_id, config.max_word_chars, CHAR_UNK_ID))
     rows = [[] if is_special else next(encoded) for is_special in special]
-    longest = max((len(row) for row in rows), default=1) or 1
-    char_ids = torch.zeros((1, len(rows), longest), dtype=torch.long)  # (1, T, C)
+    # Always max_word_chars wide: the pipeline's batching pads only the token dimension, so every chunk
+    # needs the same width. The encoder drops all-padding columns, so this costs nothing.
+    char_ids = torch.zeros((1, len(rows), config.max_word_chars), dtype=torch.long)  # (1, T, C)
     for position, row in enumerate(rows):
         if row:
             char_ids[0, position, : len(row)] = torch.tensor(row)
