@@ -288,9 +288,17 @@ class CausalLmTask(Task):
     # -- training -------------------------------------------------------------------------------
     def train_loader(self, encoded: datasets.Dataset, recipe: Recipe) -> tuple[Any, Any]:
         """Windows of ``train.bptt_length`` over ``train.batch_size`` parallel streams (see module doc)."""
+        from accelerate import PartialState
         from torch.utils.data import DataLoader
 
         t = recipe.train
+        if self.recurrent and PartialState().num_processes > 1:
+            # Accelerate would deal windows out to processes in turn, so no process would see two
+            # consecutive windows of its streams and the carried state would be wrong.
+            raise NlpipeError(
+                f"{recipe.source}: a recurrent language model carries its state along the stream and trains "
+                "in one process only; run it without torchrun / accelerate launch"
+            )
         windows = StreamWindows(self.stream(encoded), t.batch_size, t.bptt_length)
         order = WindowOrder(len(windows), shuffle=not self.recurrent, seed=t.seed)
         return DataLoader(windows, batch_sampler=order, collate_fn=_single), order
