@@ -206,3 +206,20 @@ def test_cli_compare(fake_runs, tmp_path):
     result = CliRunner().invoke(app, ["compare", *map(str, fake_runs[:2]), "--out", str(tmp_path / "rep")])
     assert result.exit_code == 0, result.output
     assert "2 runs" in result.output and (tmp_path / "rep" / "report.html").is_file()
+
+
+def test_recipes_are_run_then_compared_with_peak_memory(tmp_path, monkeypatch):
+    """`--recipes` runs each recipe in a fresh process, records its max RSS, and reports it."""
+    from nlpipe.compare import compare_recipes
+
+    monkeypatch.setenv("NLPIPE_CACHE", str(tmp_path / "cache"))
+    report = compare_recipes(
+        "ner-bilstm", tmp_path / "rep", data="sample", runs_dir=tmp_path / "runs",
+        overrides=["train.max_steps=2", "train.eval_every_steps=2", "data.max_train_examples=16",
+                   "data.max_eval_examples=8", "model.hidden_size=16", "model.embedding_dim=8", "train.batch_size=8"],
+    )
+    metrics = _expected(tmp_path / "runs" / "ner-bilstm")
+    # A Python process with torch loaded holds well over 50 MB; a unit slip (KiB vs MB) would break this.
+    assert 50 < metrics["peak_memory_mb"] < 64_000
+    row = _markdown_tables(report.markdown.read_text())["token-classification"][0]
+    assert _number(row["peak memory (MB)"]) == pytest.approx(metrics["peak_memory_mb"], abs=0.5)
