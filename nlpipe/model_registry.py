@@ -53,6 +53,9 @@ MODELS: dict[str, ModelEntry] = {
         (
             ("d_model", 256), ("encoder_layers", 3), ("decoder_layers", 3), ("encoder_attention_heads", 4),
             ("decoder_attention_heads", 4), ("encoder_ffn_dim", 1024), ("decoder_ffn_dim", 1024),
+            # From scratch: scale embeddings by sqrt(d_model) as in Vaswani et al. (Marian's default is off
+            # because its pretrained checkpoints were trained that way); ReLU-free GELU and dropout 0.1 kept.
+            ("scale_embedding", True), ("max_position_embeddings", 256),
         ),
     ),
     "rnn_lm": ModelEntry(
