@@ -1,0 +1,189 @@
+"""nlpipe's full training loop vs a minimal raw-PyTorch loop of the same model on the same batches.
+
+    flock /work/locks/bench.lock python benchmarks/perf_overhead.py ner-bilstm [--steps 200] [--rounds 3] [--record]
+
+Both sides train the same model class (same seed, same initial weights) on the same length-bucketed
+batches (epoch 0 of the recipe's `LengthBucketBatchSampler`), with the same optimizer, learning rate and
+gradient clipping:
+
+- ``nlpipe``: `nlpipe.training.loop.train` as `run_recipe` calls it (Accelerate, DataLoader collating
+  HF-datasets rows, scheduler, NaN check, logging, TensorBoard, final checkpoint), stopped by
+  ``train.max_steps``; its tokens/s is the one nlpipe reports (evaluation time excluded).
+- ``raw``: a hand-written loop over batches collated *before* the clock starts (the strictest limit:
+  no data loading at all) — forward, loss, backward, clip, step, zero_grad.
+- ``raw-padded`` (taggers only): the raw loop with the recurrent encoder run on the padded batch
+  without ``pack_padded_sequence`` — what packing costs (not exact for the backward direction
+  when lengths differ; shown only as a bound).
+
+The machine is shared, so the three run interleaved in rounds (A B C, B C A, ...) and the ratio is
+taken from the medians; the load average before and after is printed and recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results.jsonl"
+
+
+def prepare(recipe_name: str, overrides: list[str], data_dir: str):
+    """Load recipe, data, tokenizer and encoded splits exactly as `run_recipe` does."""
+    from nlpipe.data.catalog import load_data
+    from nlpipe.recipe import load_recipe
+    from nlpipe.tasks import get_task
+    from nlpipe.tokenizer_training import load_spec, train_tokenizer
+
+    recipe = load_recipe(recipe_name, overrides)
+    data = load_data(recipe.data.dataset, source=None, data_dir=data_dir, seed=recipe.train.seed,
+                     max_train_examples=recipe.data.max_train_examples,
+                     max_eval_examples=recipe.data.max_eval_examples)
+    task = get_task(recipe)
+    task.setup(data, recipe.data.dataset)
+    spec = load_spec(recipe.tokenizer["spec"], {k: v for k, v in recipe.tokenizer.items() if k != "spec"},
+                     recipe.source)
+    tokenizer = train_tokenizer(spec, task.tokenizer_texts(data["train"]))
+    task.bind_tokenizer(tokenizer)
+    encoded = {split: task.encode(data[split], tokenizer, split) for split in data}
+    return recipe, data, task, tokenizer, encoded
+
+
+def fresh_model(task, tokenizer, seed: int) -> torch.nn.Module:
+    from accelerate.utils import set_seed
+
+    set_seed(seed)
+    return task.build_model(tokenizer)
+
+
+def run_nlpipe(recipe, data, task, tokenizer, encoded) -> dict:
+    """One `train()` call of `recipe.train.max_steps` steps; tokens/s as nlpipe reports it."""
+    from nlpipe.run import make_accelerator
+    from nlpipe.training.loop import train
+
+    model = fresh_model(task, tokenizer, recipe.train.seed)
+    with tempfile.TemporaryDirectory(prefix="perf-overhead-") as tmp:
+        run_dir = Path(tmp)
+        accelerator = make_accelerator(recipe, run_dir)
+        result = train(task, model, encoded, data, recipe, run_dir, accelerator, progress=False)
+        accelerator.end_training()
+    return {"tokens": result.train_tokens, "tokens_per_s": result.tokens_per_s, "steps": result.global_step}
+
+
+def raw_batches(recipe, task, encoded, steps: int) -> list[dict[str, torch.Tensor]]:
+    """The first `steps` batches nlpipe trains on, collated up front."""
+    from nlpipe.training.batching import LengthBucketBatchSampler
+
+    t = recipe.train
+    sampler = LengthBucketBatchSampler(encoded["train"]["length"], t.batch_size, batch_tokens=t.batch_tokens,
+                                       seed=t.seed, bucket=t.bucket_by_length)
+    indices = list(sampler)[:steps]
+    rows = encoded["train"]
+    return [task.collate([rows[i] for i in batch]) for batch in indices]
+
+
+def run_raw(recipe, task, tokenizer, batches, *, padded: bool = False) -> dict:
+    """A minimal hand-written loop over pre-collated batches."""
+    model = fresh_model(task, tokenizer, recipe.train.seed)
+    if padded:  # bypass packing: plain padded (B, T, E) → (B, T, D*H)
+        model.encode = lambda embeds, mask: model.encoder(embeds)[0]
+    t = recipe.train
+    optimizer = torch.optim.Adam(model.parameters(), lr=t.learning_rate)
+    model.train()
+    tokens = sum(int(b["attention_mask"].sum()) + int(b.get("decoder_attention_mask", torch.zeros(1)).sum())
+                 for b in batches)
+    start = time.perf_counter()
+    for batch in batches:
+        loss = model(**batch).loss
+        loss.backward()
+        if t.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    elapsed = time.perf_counter() - start
+    return {"tokens": tokens, "tokens_per_s": tokens / elapsed, "steps": len(batches)}
+
+
+def uniform_fraction(batches: list[dict[str, torch.Tensor]]) -> float:
+    """Share of batches whose rows all have the same length (packing is skipped for those)."""
+    same = sum(bool((b["attention_mask"].sum(1) == b["attention_mask"].size(1)).all()) for b in batches)
+    return same / max(1, len(batches))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipe")
+    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--record", action="store_true", help="append the ratio to benchmarks/results.jsonl")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for both sides (1 is steadier when other jobs share the cores)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    import nlpipe  # noqa: F401  (registers the Auto classes)
+
+    load_before = os.getloadavg()
+    overrides = [f"train.max_steps={args.steps}", "train.max_epochs=1000", "train.eval_every_steps=0",
+                 "train.early_stopping_patience=null", "train.lr_scheduler=constant", "train.warmup_steps=0",
+                 "data.max_eval_examples=64", *args.overrides]
+    recipe, data, task, tokenizer, encoded = prepare(args.recipe, overrides, args.data_dir)
+    batches = raw_batches(recipe, task, encoded, args.steps)
+    is_tagger = recipe.model.get("type") == "rnn_tagger" and recipe.model.get("bidirectional", False)
+    print(f"{args.recipe}: {len(batches)} batches, {uniform_fraction(batches):.0%} with rows of equal length; "
+          f"threads {torch.get_num_threads()}; load {load_before}", flush=True)
+
+    kinds = ["nlpipe", "raw"] + (["raw-padded"] if is_tagger else [])
+    results: dict[str, list[float]] = {k: [] for k in kinds}
+    run_raw(recipe, task, tokenizer, batches[:10])  # warm-up (allocator, lazy init)
+    started = time.perf_counter()
+    for r in range(args.rounds):
+        order = kinds[r % len(kinds):] + kinds[: r % len(kinds)]
+        for kind in order:
+            if kind == "nlpipe":
+                out = run_nlpipe(recipe, data, task, tokenizer, encoded)
+            else:
+                out = run_raw(recipe, task, tokenizer, batches, padded=kind == "raw-padded")
+            results[kind].append(out["tokens_per_s"])
+            print(f"  round {r + 1} {kind:>10}: {out['tokens_per_s']:8.0f} tok/s ({out['steps']} steps)", flush=True)
+    wall = time.perf_counter() - started
+    load_after = os.getloadavg()
+    med = {k: statistics.median(v) for k, v in results.items()}
+    ratio = med["nlpipe"] / med["raw"]
+    print("median tok/s: " + ", ".join(f"{k} {v:.0f}" for k, v in med.items()))
+    print(f"throughput_ratio_vs_raw_pytorch = {ratio:.3f}"
+          + (f"; packing cost: raw / raw-padded = {med['raw'] / med['raw-padded']:.3f}" if is_tagger else ""))
+    print(f"load before {load_before[0]:.1f}, after {load_after[0]:.1f}; wall {wall:.0f} s")
+    if args.record:
+        from nlpipe.run import git_commit, machine_description
+
+        line = {
+            "recipe": args.recipe, "dataset": recipe.data.dataset, "split": "train",
+            "metric": "throughput_ratio_vs_raw_pytorch", "value": round(ratio, 3), "wall_s": round(wall, 1),
+            "tokens_per_s": round(med["nlpipe"], 1), "reference_tokens_per_s": round(med["raw"], 1),
+            **({"raw_padded_tokens_per_s": round(med["raw-padded"], 1)} if is_tagger else {}),
+            "uniform_length_batches": round(uniform_fraction(batches), 3),
+            "steps": args.steps, "rounds": args.rounds, "threads": torch.get_num_threads(), "load_before": round(load_before[0], 1),
+            "load_after": round(load_after[0], 1), "device": machine_description(), "commit": git_commit(),
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+            "command": "python benchmarks/perf_overhead.py " + " ".join(sys.argv[1:]),
+        }
+        with open(RESULTS, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(line) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
