@@ -77,7 +77,12 @@ def run_nlpipe(recipe, data, task, tokenizer, encoded) -> dict:
         accelerator = make_accelerator(recipe, run_dir)
         result = train(task, model, encoded, data, recipe, run_dir, accelerator, progress=False)
         accelerator.end_training()
-    return {"tokens": result.train_tokens, "tokens_per_s": result.tokens_per_s, "steps": result.global_step}
+        # Steady state: the loop's own per-window figures, without the first window (start-up) and
+        # without the closing evaluation, checkpoint and best-model reload.
+        windows = [r["tokens_per_s"] for r in (json.loads(x) for x in (run_dir / "train_log.jsonl").open())
+                   if "tokens_per_s" in r][1:]
+    return {"tokens": result.train_tokens, "tokens_per_s": result.tokens_per_s, "steps": result.global_step,
+            "steady_tokens_per_s": statistics.median(windows) if windows else None}
 
 
 def raw_batches(recipe, task, encoded, steps: int) -> list[dict[str, torch.Tensor]]:
@@ -139,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     overrides = [f"train.max_steps={args.steps}", "train.max_epochs=1000", "train.eval_every_steps=0",
                  "train.early_stopping_patience=null", "train.lr_scheduler=constant", "train.warmup_steps=0",
-                 "data.max_eval_examples=64", *args.overrides]
+                 "data.max_eval_examples=64", "train.log_every_steps=25", *args.overrides]
     recipe, data, task, tokenizer, encoded = prepare(args.recipe, overrides, args.data_dir)
     batches = raw_batches(recipe, task, encoded, args.steps)
     is_tagger = recipe.model.get("type") == "rnn_tagger" and recipe.model.get("bidirectional", False)
@@ -159,11 +164,15 @@ def main(argv: list[str] | None = None) -> int:
                 out = run_raw(recipe, task, tokenizer, batches, padded=kind == "raw-padded",
                               fused=kind != "raw-unfused")
             results[kind].append(out["tokens_per_s"])
-            print(f"  round {r + 1} {kind:>10}: {out['tokens_per_s']:8.0f} tok/s ({out['steps']} steps)", flush=True)
+            steady = f", steady-state windows {out['steady_tokens_per_s']:.0f}" if out.get("steady_tokens_per_s") else ""
+            print(f"  round {r + 1} {kind:>11}: {out['tokens_per_s']:8.0f} tok/s ({out['steps']} steps{steady})",
+                  flush=True)
     wall = time.perf_counter() - started
     load_after = os.getloadavg()
     med = {k: statistics.median(v) for k, v in results.items()}
     ratio = med["nlpipe"] / med["raw"]
+    paired = [a / b for a, b in zip(results["nlpipe"], results["raw"], strict=True)]
+    print("per-round nlpipe/raw: " + ", ".join(f"{x:.2f}" for x in paired))
     print("median tok/s: " + ", ".join(f"{k} {v:.0f}" for k, v in med.items()))
     print(f"throughput_ratio_vs_raw_pytorch = {ratio:.3f}"
           + (f"; packing cost: raw / raw-padded = {med['raw'] / med['raw-padded']:.3f}" if is_tagger else ""))
@@ -177,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             "tokens_per_s": round(med["nlpipe"], 1), "reference_tokens_per_s": round(med["raw"], 1),
             "raw_unfused_adam_tokens_per_s": round(med["raw-unfused"], 1),
             **({"raw_padded_tokens_per_s": round(med["raw-padded"], 1)} if is_tagger else {}),
-            "uniform_length_batches": round(uniform_fraction(batches), 3),
+            "per_round_ratios": [round(x, 3) for x in paired], "uniform_length_batches": round(uniform_fraction(batches), 3),
             "steps": args.steps, "rounds": args.rounds, "threads": torch.get_num_threads(), "load_before": round(load_before[0], 1),
             "load_after": round(load_after[0], 1), "device": machine_description(), "commit": git_commit(),
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
