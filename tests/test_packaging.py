@@ -12,10 +12,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 CHECK = """
-import sys
+import os, sys
 # Drop the editable-install finder and the checkout so only the wheel's copy can be imported.
 sys.meta_path = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
-sys.path = [p for p in sys.path if p not in ("", ".") and not p.startswith(sys.argv[2])]
+sys.path = [p for p in sys.path if p not in ("", ".") and os.path.abspath(p) != sys.argv[2]]
 sys.path.insert(0, sys.argv[1])
 import nlpipe
 assert nlpipe.__file__.startswith(sys.argv[1]), nlpipe.__file__
