@@ -48,7 +48,10 @@ class Task:
     # -- model ----------------------------------------------------------------------------------
     def model_values(self, tokenizer: Any) -> dict[str, Any]:
         """Config values only the task knows (vocabulary size, labels, special token ids)."""
-        return {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id}
+        # Not len(tokenizer) alone: when a special token also occurs in the training text, the
+        # tokenizers WordLevel trainer leaves a hole in the ids, so the largest id can equal len(tokenizer).
+        vocab_size = max(len(tokenizer), max(tokenizer.get_vocab().values()) + 1)
+        return {"vocab_size": vocab_size, "pad_token_id": tokenizer.pad_token_id}
 
     def build_model(self, tokenizer: Any) -> Any:
         """A freshly initialised model for this recipe."""
