@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
 
     kinds = ["nlpipe", "raw", "raw-unfused"] + (["raw-padded"] if is_tagger else [])
     results: dict[str, list[float]] = {k: [] for k in kinds}
+    steady_runs: list[float] = []  # nlpipe's log windows after the first: no start-up, no closing checkpoint
     run_raw(recipe, task, tokenizer, batches[:10])  # warm-up (allocator, lazy init)
     started = time.perf_counter()
     for r in range(args.rounds):
@@ -164,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                 out = run_raw(recipe, task, tokenizer, batches, padded=kind == "raw-padded",
                               fused=kind != "raw-unfused")
             results[kind].append(out["tokens_per_s"])
+            if out.get("steady_tokens_per_s"):
+                steady_runs.append(out["steady_tokens_per_s"])
             steady = f", steady-state windows {out['steady_tokens_per_s']:.0f}" if out.get("steady_tokens_per_s") else ""
             print(f"  round {r + 1} {kind:>11}: {out['tokens_per_s']:8.0f} tok/s ({out['steps']} steps{steady})",
                   flush=True)
@@ -173,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     ratio = med["nlpipe"] / med["raw"]
     paired = [a / b for a, b in zip(results["nlpipe"], results["raw"], strict=True)]
     print("per-round nlpipe/raw: " + ", ".join(f"{x:.2f}" for x in paired))
+    steady_ratio = statistics.median(steady_runs) / med["raw"] if steady_runs else None
+    if steady_ratio:
+        print(f"steady-state (log windows after the first) / raw = {steady_ratio:.3f}")
     print("median tok/s: " + ", ".join(f"{k} {v:.0f}" for k, v in med.items()))
     print(f"throughput_ratio_vs_raw_pytorch = {ratio:.3f}"
           + (f"; packing cost: raw / raw-padded = {med['raw'] / med['raw-padded']:.3f}" if is_tagger else ""))
@@ -186,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             "tokens_per_s": round(med["nlpipe"], 1), "reference_tokens_per_s": round(med["raw"], 1),
             "raw_unfused_adam_tokens_per_s": round(med["raw-unfused"], 1),
             **({"raw_padded_tokens_per_s": round(med["raw-padded"], 1)} if is_tagger else {}),
-            "per_round_ratios": [round(x, 3) for x in paired], "uniform_length_batches": round(uniform_fraction(batches), 3),
+            "per_round_ratios": [round(x, 3) for x in paired],
+            "steady_state_ratio": None if steady_ratio is None else round(steady_ratio, 3), "uniform_length_batches": round(uniform_fraction(batches), 3),
             "steps": args.steps, "rounds": args.rounds, "threads": torch.get_num_threads(), "load_before": round(load_before[0], 1),
             "load_after": round(load_after[0], 1), "device": machine_description(), "commit": git_commit(),
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
