@@ -129,6 +129,13 @@ def make_accelerator(recipe: Recipe, run_dir: Path | None, *, cpu: bool | None =
             pass
     if cpu is None:
         cpu = not torch.cuda.is_available()
+    # Accelerate keeps its settings in process-wide singletons; a second run in the same process
+    # (Python users, `nlpipe compare --recipes`) with another mixed precision or accumulation would be
+    # refused. Reset them, keeping the process group (PartialState) of a distributed launch.
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
     return Accelerator(
         cpu=cpu,
         mixed_precision=recipe.train.mixed_precision,
