@@ -26,7 +26,7 @@ print(json.dumps(logits.tolist()))
 
 def test_fresh_process_reload_gives_identical_outputs_and_score(tmp_path: Path) -> None:
     result = run_recipe(
-        "ner-bilstm", ["train.max_epochs=1", "model.hidden_size=16", "model.embedding_dim=16"],
+        "ner-bilstm-words", ["train.max_epochs=1", "model.hidden_size=16", "model.embedding_dim=16"],
         data="sample", output_dir=tmp_path / "run", progress=False,
     )
     _, _, model, tokenizer = load_run(result.run_dir)

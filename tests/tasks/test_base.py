@@ -11,7 +11,7 @@ def test_vocab_size_covers_every_token_id_even_with_special_tokens_in_the_text()
     # "[UNK]" written in the data itself makes the WordLevel trainer skip an id.
     texts = ["EU rejects [UNK] call to boycott British lamb ."] * 5 + ["Peter Blackburn [UNK] ."] * 3
     tokenizer = train_tokenizer(load_spec("word-level"), texts)
-    task = get_task(load_recipe("ner-bilstm", ["model.hidden_size=8", "model.embedding_dim=8"]))
+    task = get_task(load_recipe("ner-bilstm-words", ["model.hidden_size=8", "model.embedding_dim=8"]))
     task.labels = ["O", "B-PER", "I-PER"]
     task.bind_tokenizer(tokenizer)
     values = task.model_values(tokenizer)

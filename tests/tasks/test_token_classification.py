@@ -85,7 +85,7 @@ def test_collate_pads_char_ids_with_zeros() -> None:
 
 
 def test_word_only_recipe_has_no_char_ids() -> None:
-    task, tokenizer, raw = prepared("ner-bilstm")
+    task, tokenizer, raw = prepared("ner-bilstm-words")
     encoded = task.encode(raw["train"], tokenizer, "train")
     assert "char_ids" not in encoded.column_names
     assert "char_ids" not in task.collate([encoded[0]])
@@ -95,7 +95,7 @@ def test_word_only_recipe_has_no_char_ids() -> None:
 def test_saved_config_restores_char_settings_for_evaluation() -> None:
     task, tokenizer, _ = prepared("ner-bilstm-crf", ["model.max_word_chars=7"])
     config = task.build_model(tokenizer).config
-    fresh = get_task(load_recipe("ner-bilstm"))  # a recipe without chars: the config must switch them on
+    fresh = get_task(load_recipe("ner-bilstm-words"))  # a recipe without chars: the config must switch them on
     fresh.set_labels_from_config(config)
     assert fresh.uses_chars and fresh.char_vocab == task.char_vocab and fresh.max_word_chars == 7
     assert fresh.labels == task.labels
