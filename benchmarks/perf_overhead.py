@@ -1,6 +1,6 @@
 """nlpipe's full training loop vs a minimal raw-PyTorch loop of the same model on the same batches.
 
-    flock /work/locks/bench.lock python benchmarks/perf_overhead.py ner-bilstm [--steps 200] [--rounds 3] [--record]
+    python benchmarks/perf_overhead.py ner-bilstm [--steps 200] [--rounds 3] [--record]
 
 Both sides train the same model class (same seed, same initial weights) on the same length-bucketed
 batches (epoch 0 of the recipe's `LengthBucketBatchSampler`), with the same optimizer, learning rate and

@@ -2,7 +2,7 @@
 # Flair SequenceTagger (BiLSTM-CRF, one-hot + chars) vs nlpipe's ner-bilstm-crf: same data, sizes, machine,
 # equal training minutes, back to back; tokens/s and test F1. Appends throughput_ratio_vs_flair to
 # benchmarks/results.jsonl.
-#   flock /work/locks/bench.lock bash benchmarks/peers/flair_vs_nlpipe.sh [MINUTES=10] [THREADS=1]
+#   bash benchmarks/peers/flair_vs_nlpipe.sh [MINUTES=10] [THREADS=1]
 set -euo pipefail
 MINUTES="${1:-10}"
 THREADS="${2:-1}"

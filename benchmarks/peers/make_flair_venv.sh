@@ -4,7 +4,7 @@
 #   bash benchmarks/peers/make_flair_venv.sh [VENV_DIR]      (default /tmp/peer-venvs/flair)
 set -euo pipefail
 VENV="${1:-/tmp/peer-venvs/flair}"
-PY="${PYTHON:-/root/.pyenv/versions/3.11.7/bin/python3.11}"
+PY="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 if [ ! -x "$VENV/bin/python" ]; then
   mkdir -p "$(dirname "$VENV")"
   "$PY" -m venv "$VENV"
