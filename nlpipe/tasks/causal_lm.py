@@ -275,12 +275,9 @@ class CausalLmTask(Task):
     # -- model ----------------------------------------------------------------------------------
     def model_values(self, tokenizer: Any) -> dict[str, Any]:
         # <eos> also starts generation from nothing: it is what precedes every line.
-        # Not len(tokenizer): when a special token also occurs in the text (PTB's own "<unk>"), the
-        # tokenizers WordLevel trainer leaves a hole in the ids, so the largest id is len(tokenizer).
-        vocab_size = max(len(tokenizer), max(tokenizer.get_vocab().values()) + 1)
+        # (The base hook sizes the vocabulary past the largest id: PTB's own "<unk>" leaves a hole.)
         return {
             **super().model_values(tokenizer),
-            "vocab_size": vocab_size,
             "eos_token_id": tokenizer.eos_token_id,
             "bos_token_id": tokenizer.eos_token_id,
         }
