@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import NlpipeError
+from .experiments.reporting import save_figure
 
 _LEN_KEY = re.compile(r"^(?P<metric>.+)_len_(?P<bucket>.+)$")
 MISSING = "–"
@@ -211,10 +212,7 @@ def _plot_scatter(runs: list[RunSummary], x_attr: str, x_label: str, path: Path,
     ax.set_xlabel(x_label)
     ax.set_ylabel(f"{runs[0].metric} ({runs[0].score_split})")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _plot_curves(runs: list[RunSummary], path: Path) -> Path | None:
@@ -234,10 +232,7 @@ def _plot_curves(runs: list[RunSummary], path: Path) -> Path | None:
     ax.set_ylabel(f"validation {runs[0].metric}")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _plot_buckets(runs: list[RunSummary], path: Path) -> Path | None:
@@ -262,10 +257,7 @@ def _plot_buckets(runs: list[RunSummary], path: Path) -> Path | None:
     ax.set_ylabel(f"{runs[0].metric} ({runs[0].score_split})")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------- report

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .reporting import ExperimentResult, finish, pyplot
+from .reporting import ExperimentResult, finish, pyplot, save_figure
 
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
 BUCKETS = ((1, 6), (7, 9), (10, 12), (13, 99))
@@ -125,10 +125,7 @@ def run(out: Path, *, quick: bool = False, data_dir: Any = None) -> ExperimentRe
     ax.set_title("attention vs none, by source length")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    figure = out / "figure.png"
-    fig.savefig(figure)
-    plt.close(fig)
+    figure = save_figure(fig, out / "figure.png")
     settings = (f"Built-in German→English sample ({len(train):,} training pairs, {len(test)} test pairs); GRU "
                 f"encoder (bi) / decoder, hidden 128, embeddings 64, {steps} Adam steps (lr 3e-3, batch 32), greedy")
     return finish("attention-vs-none", rows, out, figure, settings)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .reporting import ExperimentResult, finish, pyplot
+from .reporting import ExperimentResult, finish, pyplot, save_figure
 from .synthetic_models import RecurrentClassifier, Seq2SeqClassifier, TransformerClassifier
 
 FIRST_SYMBOL = 3  # ids 0-2 are pad / start / end for the seq2seq model
@@ -82,10 +82,7 @@ def run(out: Path, *, quick: bool = False, data_dir: Any = None) -> ExperimentRe
     ax.set_title("long-range dependency")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    figure = out / "figure.png"
-    fig.savefig(figure)
-    plt.close(fig)
+    figure = save_figure(fig, out / "figure.png")
     settings = (f"Synthetic: {NUM_SYMBOLS} symbols, length k+4, label = symbol k back from the end; "
                 f"{steps} Adam steps (lr 3e-3, batch {batch_size}), hidden 64, accuracy on 1,000 fresh examples")
     return finish("long-range", rows, out, figure, settings)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .reporting import ExperimentResult, finish, hardware, pyplot
+from .reporting import ExperimentResult, finish, hardware, pyplot, save_figure
 
 VOCAB = 1000
 
@@ -92,10 +92,7 @@ def run(out: Path, *, quick: bool = False, data_dir: Any = None) -> ExperimentRe
     ax.set_title(f"training throughput on {hardware()}", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    figure = out / "figure.png"
-    fig.savefig(figure)
-    plt.close(fig)
+    figure = save_figure(fig, out / "figure.png")
     settings = (f"Random tokens (vocab {VOCAB}), batch {batch_size}, hidden {hidden}, 2 layers each, "
                 f"{steps} timed steps after a warm-up; tokens/s (higher is better)")
     return finish("parallelism", rows, out, figure, settings)

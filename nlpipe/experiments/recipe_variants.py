@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .reporting import ExperimentResult, finish, pyplot
+from .reporting import ExperimentResult, finish, pyplot, save_figure
 
 RECIPE = "ner-bilstm"
 
@@ -48,10 +48,7 @@ def _run_variants(name: str, variants: dict[str, list[str]], out: Path, quick: b
         ax.tick_params(axis="x", labelsize=8)
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle(f"{name} on {'a CoNLL-2003 slice' if data_dir else 'the built-in NER sample'}", fontsize=10)
-    fig.tight_layout()
-    figure = out / "figure.png"
-    fig.savefig(figure)
-    plt.close(fig)
+    figure = save_figure(fig, out / "figure.png")
     settings = (f"Recipe {RECIPE} with overrides {' '.join(_common(quick, data_dir))}; data "
                 f"{'CoNLL-2003 slice from ' + str(data_dir) if data_dir else 'built-in sample'}")
     return finish(name, rows, out, figure, settings)

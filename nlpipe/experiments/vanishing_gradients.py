@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .reporting import ExperimentResult, finish, pyplot
+from .reporting import ExperimentResult, finish, pyplot, save_figure
 from .synthetic_models import RecurrentClassifier
 
 NUM_SYMBOLS = 10
@@ -72,10 +72,7 @@ def run(out: Path, *, quick: bool = False, data_dir: Any = None) -> ExperimentRe
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("‖∂loss/∂x_t‖ (mean over batch)")
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    figure = out / "figure.png"
-    fig.savefig(figure)
-    plt.close(fig)
+    figure = save_figure(fig, out / "figure.png")
     settings = (f"Task: predict the first of {length} random symbols from the last state; hidden 64, embeddings 32; "
                 f"trained {steps} Adam steps (lr 3e-3, batch 64)")
     return finish("vanishing-gradients", rows, out, figure, settings)
