@@ -120,3 +120,25 @@ def test_encode_words_to_char_ids_truncates_keeping_prefix_and_suffix():
     assert encode_words_to_char_ids(["abcdef"], CHARS, max_chars=6)[0] == [CHARS[c] for c in "abcdef"]
     with pytest.raises(ValueError, match="max_chars"):
         encode_words_to_char_ids(["a"], CHARS, max_chars=0)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "cnn"])
+def test_repeated_words_get_the_gradients_of_separate_encodings(kind):
+    """Distinct spellings are encoded once; vectors and gradients equal encoding every occurrence alone."""
+    torch.manual_seed(3)
+    encoder = CharWordEncoder(NUM_CHARS, char_embedding_dim=8, hidden_size=6, kind=kind)
+    sentences = [["the", "cat", "the", "a"], ["a", "the", "dog"], ["the"]]
+    char_ids = batch_of(sentences)
+    weights = torch.randn(len(sentences), 4, encoder.output_dim)
+    out = encoder(char_ids)
+    (out * weights).sum().backward()
+    ours = {name: p.grad.clone() for name, p in encoder.named_parameters()}
+    encoder.zero_grad()
+    reference = torch.zeros_like(out)
+    for b, sentence in enumerate(sentences):
+        for t, word in enumerate(sentence):
+            reference[b, t] = reference_vector(encoder, word)
+    torch.testing.assert_close(out.detach(), reference.detach(), atol=1e-6, rtol=1e-5)
+    (reference * weights).sum().backward()
+    for name, param in encoder.named_parameters():
+        torch.testing.assert_close(ours[name], param.grad, atol=1e-5, rtol=1e-4, msg=name)

@@ -8,10 +8,11 @@ Two classic variants for sequence taggers:
   word's characters (``hidden_size`` filters).
 
 Every word of the batch is encoded in one call: ``(B, T, C)`` character ids are flattened to
-``(B * T, C)`` words, only the non-empty words are encoded, and the results are scattered back, so
-padding words cost nothing and come out as zero vectors. A word's vector does not depend on how much
-character padding it carries (packed sequences for the LSTM, masked max-pool for the CNN), so it is the
-same whichever batch the word lands in.
+``(B * T, C)`` words, only the distinct non-empty spellings are encoded, and the results are scattered
+back, so padding words cost nothing and come out as zero vectors. A word's vector does not depend on how
+much character padding it carries (each LSTM direction starts/stops at the word's real ends; the CNN's
+max-pool is masked), so it is the same whichever batch the word lands in. The LSTM runs as two padded
+passes that equal packing (`two_pass_rnn.py`).
 
 This file is copied next to saved weights for ``trust_remote_code``, so it imports only torch.
 """
@@ -20,7 +21,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
+
+from .two_pass_rnn import bidirectional_two_pass
 
 
 class CharWordEncoder(nn.Module):
@@ -113,10 +115,14 @@ class CharWordEncoder(nn.Module):
 
         output = self.embedding.weight.new_zeros(batch_size * num_words, self.output_dim)  # (B*T, D)
         if bool(nonempty.any()):
-            words, lengths = words[nonempty], lengths[nonempty]  # (N, C), (N,)
+            words = words[nonempty]  # (N, C)
             # Drop columns that are padding for every word: less work, same result.
-            words = words[:, : int(lengths.max())]  # (N, L)
-            output[nonempty] = self._encode(words, lengths).to(output.dtype)
+            words = words[:, : int(lengths[nonempty].max())]  # (N, L)
+            # Encode each distinct spelling once ("the", ",", "." repeat many times in a batch); indexing
+            # the results back sums the gradients of the repeats, so this is exact.
+            distinct, occurrence = torch.unique(words, dim=0, return_inverse=True)  # (U, L), (N,)
+            encoded = self._encode(distinct, distinct.ne(self.padding_idx).sum(dim=1))  # (U, D)
+            output[nonempty] = encoded[occurrence].to(output.dtype)
         return output.reshape(batch_size, num_words, self.output_dim)  # (B, T, D)
 
     def _encode(self, words: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -125,10 +131,14 @@ class CharWordEncoder(nn.Module):
         # Zeroed explicitly rather than trusting the padding row, which an init scheme could overwrite.
         embedded = self.embedding(words) * char_mask.unsqueeze(2).to(self.embedding.weight.dtype)  # (N, L, E)
         if self.kind == "lstm":
-            # Packing makes each direction stop/start at the word's real last character.
-            packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            _, (final_hidden, _) = self.lstm(packed)  # (2, N, H), back in the original word order
-            return final_hidden.transpose(0, 1).reshape(words.size(0), self.output_dim)  # (N, 2H)
+            # Each direction must stop/start at the word's real last character: two padded passes give
+            # exactly what packing gives, without packing's per-step kernel calls (two_pass_rnn.py).
+            states = bidirectional_two_pass(self.lstm, embedded, lengths)  # (N, L, 2H)
+            hidden = self.lstm.hidden_size
+            last = (lengths - 1).view(-1, 1, 1).expand(-1, 1, hidden)  # (N, 1, H)
+            forward_final = states[..., :hidden].gather(1, last).squeeze(1)  # (N, H) after the last character
+            backward_final = states[:, 0, hidden:]  # (N, H) after reading back to the first character
+            return torch.cat([forward_final, backward_final], dim=-1)  # (N, 2H)
         features = self.conv(embedded.transpose(1, 2))  # (N, H, L)
         features = features.masked_fill(~char_mask.unsqueeze(1), float("-inf"))
         return features.max(dim=2).values  # (N, H)
