@@ -190,7 +190,8 @@ def test_export_folder_contents(exported: dict[str, Any]) -> None:
     run_dir, out = exported["folders"]["tagger"]
     names = {p.name for p in out.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "README.md", "recipe.yaml", "metrics.json",
-            "training_curve.png", "configuration_rnn_tagger.py", "modeling_rnn_tagger.py", "crf.py"} <= names
+            "training_curve.png", "configuration_rnn_tagger.py", "modeling_rnn_tagger.py", "crf.py",
+            "two_pass_rnn.py", "char_encoder.py"} <= names
     assert not names & {"logs", "checkpoints"}
     config = json.loads((out / "config.json").read_text())
     assert config["auto_map"] == {
