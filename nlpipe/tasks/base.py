@@ -68,6 +68,17 @@ class Task:
     def start_epoch(self, epoch: int) -> None:
         """Called before each training epoch (e.g. to reset a carried recurrent state)."""
 
+    def training_state(self) -> dict[str, torch.Tensor]:
+        """Tensors the task carries from one training batch to the next (a recurrent LM's state).
+
+        Saved in every checkpoint (``task_state.safetensors``) so a run resumed mid-epoch continues
+        exactly; most tasks carry nothing.
+        """
+        return {}
+
+    def load_training_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what `training_state` returned (called on resume, after `start_epoch`)."""
+
     def bind_tokenizer(self, tokenizer: Any) -> None:
         """Remember what collate needs from the tokenizer (pad id, ...)."""
         self.tokenizer = tokenizer

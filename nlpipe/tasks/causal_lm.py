@@ -304,6 +304,23 @@ class CausalLmTask(Task):
         """Every epoch starts the streams from the beginning, so from a zero state."""
         self.state = None
 
+    def training_state(self) -> dict[str, torch.Tensor]:
+        """The carried recurrent state: ``{"state": h}`` (RNN/GRU) or ``{"state.0": h, "state.1": c}`` (LSTM)."""
+        if self.state is None:
+            return {}
+        if isinstance(self.state, torch.Tensor):
+            return {"state": self.state.contiguous()}
+        return {f"state.{i}": part.contiguous() for i, part in enumerate(self.state)}
+
+    def load_training_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Carry on from a checkpoint's state, so a run resumed mid-epoch sees the same state as an uninterrupted one."""
+        if not tensors:
+            self.state = None
+        elif "state" in tensors:
+            self.state = tensors["state"]
+        else:
+            self.state = tuple(tensors[f"state.{i}"] for i in range(len(tensors)))
+
     def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean next-token cross-entropy of one window; a recurrent model continues from the carried state."""
         x, y = batch["input_ids"], batch["target_ids"]

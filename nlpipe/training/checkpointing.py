@@ -1,7 +1,8 @@
 """Resumable checkpoints, written atomically: a crash at any moment leaves the last good one intact.
 
 A checkpoint folder holds the model weights (safetensors), optimizer and scheduler state, the RNG
-states and ``trainer_state.json`` (epoch, position in the epoch, step, best score, log). It is
+states, ``trainer_state.json`` (epoch, position in the epoch, step, best score, log) and, when the task
+carries tensors between batches (a recurrent LM's state), ``task_state.safetensors``. It is
 written under a temporary name, then renamed; ``checkpoints/latest`` (itself replaced atomically)
 names the newest complete one. Everything is loaded with ``weights_only=True``: nothing is unpickled.
 """
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -64,12 +65,14 @@ def save_checkpoint(
     keep: int = 1,
     *,
     rng_states: list[dict[str, Any]] | None = None,
+    task_state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write ``root/step-N`` atomically, point ``root/latest`` at it, prune older ones; return its path.
 
     Args:
         rng_states: one `rng_state()` per process (index = process index) when training with several
             processes; by default this process's state only.
+        task_state: the task's carried tensors (`Task.training_state`); written when not empty.
     """
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{trainer_state['global_step']:08d}"
@@ -81,6 +84,9 @@ def save_checkpoint(
     torch.save(states[0], tmp / "rng.pt")
     if len(states) > 1:
         torch.save(states, tmp / "rng_per_process.pt")
+    if task_state:
+        save_file({name: t.detach().cpu().contiguous() for name, t in task_state.items()},
+                  str(tmp / "task_state.safetensors"))
     (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
     for file in tmp.iterdir():
         with open(file, "rb") as handle:
@@ -132,3 +138,9 @@ def load_checkpoint(
     if restore_rng:
         set_rng_state(load_rng_state(path))
     return json.loads((path / "trainer_state.json").read_text())
+
+
+def load_task_state(path: Path) -> dict[str, torch.Tensor]:
+    """The task's carried tensors saved in a checkpoint (empty when it carried none)."""
+    file = path / "task_state.safetensors"
+    return load_file(str(file)) if file.is_file() else {}

@@ -30,6 +30,7 @@ from .checkpointing import (
     latest_checkpoint,
     load_checkpoint,
     load_rng_state,
+    load_task_state,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -235,6 +236,7 @@ def train(
     }
     log_path = run_dir / "train_log.jsonl"
     pending_rng: dict[str, Any] | None = None
+    pending_task_state: dict[str, torch.Tensor] | None = None
     if resume:
         found = latest_checkpoint(ckpt_root)
         if found is None:
@@ -250,6 +252,8 @@ def train(
             )
         state["num_processes"] = accelerator.num_processes
         pending_rng = load_rng_state(found, accelerator.process_index, accelerator.num_processes)
+        if state["batches_done"]:  # mid-epoch: continue from the state the task carried at the checkpoint
+            pending_task_state = {k: v.to(accelerator.device) for k, v in load_task_state(found).items()}
         if accelerator.is_main_process:  # the log holds exactly what the checkpoint knows, nothing after it
             write_text_atomic(log_path, "".join(json.dumps(r) + "\n" for r in state["history"]))
         accelerator.print(f"resumed from {found} (step {state['global_step']}, epoch {state['epoch']})")
@@ -269,7 +273,8 @@ def train(
             rngs = gather_object(rngs)  # every process's own RNG: dropout differs per process
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            save_checkpoint(ckpt_root, unwrapped, optimizer, scheduler, state, rng_states=rngs)
+            save_checkpoint(ckpt_root, unwrapped, optimizer, scheduler, state, rng_states=rngs,
+                            task_state=task.training_state())
         accelerator.wait_for_everyone()
 
     def evaluate_and_select() -> bool:
@@ -327,6 +332,9 @@ def train(
                 prepared_loader.set_epoch(state["epoch"])
                 sampler.set_epoch(state["epoch"])
                 task.start_epoch(state["epoch"])
+                if pending_task_state is not None:
+                    task.load_training_state(pending_task_state)
+                    pending_task_state = None
                 epoch_loader = prepared_loader
                 if state["batches_done"]:
                     epoch_loader = accelerator.skip_first_batches(prepared_loader, state["batches_done"])

@@ -57,10 +57,11 @@ main()
 """
 
 
-def _start(tmp_path: Path, name: str, mode: str, *extra: str) -> subprocess.Popen:
+def _start(tmp_path: Path, name: str, mode: str, *extra: str, recipe_args: list[str] = RECIPE_ARGS,
+           kill_at: int = KILL_AFTER_CHECKPOINT) -> subprocess.Popen:
     env = {**os.environ, "NLPIPE_CACHE": str(tmp_path / f"cache-{name}"), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
-        [sys.executable, "-c", DRIVER, mode, str(KILL_AFTER_CHECKPOINT), *RECIPE_ARGS,
+        [sys.executable, "-c", DRIVER, mode, str(kill_at), *recipe_args,
          "--output-dir", str(tmp_path / name), *extra],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -117,6 +118,39 @@ def test_sigkill_then_resume_equals_uninterrupted_and_ctrl_c_saves(tmp_path: Pat
     assert _log(tmp_path / "killed") == _log(tmp_path / "straight")  # no duplicated or missing lines
     losses = [r["loss"] for r in _log(tmp_path / "straight") if "loss" in r]
     assert losses[-1] < losses[0] - 0.1  # a real training, not a constant
+
+
+LM_RECIPE_ARGS = [
+    "run", "recipe", "generation-lstm", "--data", "sample", "--no-progress", "data.max_train_examples=200",
+    "model.hidden_size=16", "model.embedding_dim=16", "model.dropout=0.2", "train.max_epochs=2",
+    "train.batch_size=4", "train.bptt_length=16", "train.checkpoint_every_steps=4", "train.log_every_steps=1",
+    "train.eval_every_steps=0", "train.early_stopping_patience=null", "train.max_train_minutes=null",
+]
+LM_KILL_AFTER_CHECKPOINT = 40  # 32 windows per epoch: step 40 is mid-epoch 2, with a carried LSTM state
+
+
+def test_lm_sigkill_mid_epoch_then_resume_continues_the_carried_state(tmp_path: Path) -> None:
+    """A recurrent LM carries its state from window to window: the checkpoint must hold it, or the resumed
+    run starts the rest of the epoch from a zero state and diverges from the uninterrupted one."""
+    straight = _start(tmp_path, "straight", "none", recipe_args=LM_RECIPE_ARGS, kill_at=LM_KILL_AFTER_CHECKPOINT)
+    killed = _start(tmp_path, "killed", "kill", recipe_args=LM_RECIPE_ARGS, kill_at=LM_KILL_AFTER_CHECKPOINT)
+    code, _, err = _finish(killed)
+    assert code == -9, err[-2000:]
+    ckpt = tmp_path / "killed" / "checkpoints"
+    step = ckpt / (ckpt / "latest").read_text().strip()
+    state = json.loads((step / "trainer_state.json").read_text())
+    assert (state["global_step"], state["epoch"]) == (LM_KILL_AFTER_CHECKPOINT, 1) and state["batches_done"] > 0
+    from safetensors.torch import load_file
+
+    carried = load_file(str(step / "task_state.safetensors"))
+    assert set(carried) == {"state.0", "state.1"} and carried["state.0"].abs().sum() > 0  # LSTM (h, c)
+    resumed = _start(tmp_path, "killed", "none", "--resume", recipe_args=LM_RECIPE_ARGS,
+                     kill_at=LM_KILL_AFTER_CHECKPOINT)
+    for proc in (straight, resumed):
+        code, out, err = _finish(proc)
+        assert code == 0, err[-2000:]
+    assert _comparable(tmp_path / "killed") == _comparable(tmp_path / "straight")
+    assert _log(tmp_path / "killed") == _log(tmp_path / "straight")
 
 
 def _tiny(tmp_path: Path, **train: object):
