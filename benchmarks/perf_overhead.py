@@ -12,6 +12,8 @@ gradient clipping:
 - ``raw``: a hand-written loop over batches collated *before* the clock starts (the strictest limit:
   no data loading at all; the same fused Adam as nlpipe) — forward, loss, backward, clip, step, zero_grad.
 - ``raw-unfused``: the same with a plain ``torch.optim.Adam(params, lr)`` as most hand-written loops have it.
+  A recurrent LM's raw loop carries its detached state from window to window (truncated BPTT), as
+  nlpipe's causal-LM task does.
 - ``raw-padded`` (taggers only): the raw loop with the recurrent encoder run on the padded batch
   without ``pack_padded_sequence`` — what packing costs (not exact for the backward direction
   when lengths differ; shown only as a bound).
@@ -89,6 +91,10 @@ def raw_batches(recipe, task, encoded, steps: int) -> list[dict[str, torch.Tenso
     """The first `steps` batches nlpipe trains on, collated up front."""
     from nlpipe.training.batching import LengthBucketBatchSampler
 
+    if recipe.task == "causal-lm":  # truncated-BPTT windows in stream order (the task's own loader)
+        loader, sampler = task.train_loader(encoded["train"], recipe)
+        sampler.set_epoch(0)
+        return [batch for batch, _ in zip(loader, range(steps), strict=False)]
     t = recipe.train
     sampler = LengthBucketBatchSampler(encoded["train"]["length"], t.batch_size, batch_tokens=t.batch_tokens,
                                        seed=t.seed, bucket=t.bucket_by_length)
@@ -105,11 +111,24 @@ def run_raw(recipe, task, tokenizer, batches, *, padded: bool = False, fused: bo
     t = recipe.train
     optimizer = torch.optim.Adam(model.parameters(), lr=t.learning_rate, fused=fused or None)
     model.train()
-    tokens = sum(int(b["attention_mask"].sum()) + int(b.get("decoder_attention_mask", torch.zeros(1)).sum())
-                 for b in batches)
+    language_model = "target_ids" in batches[0]
+    if language_model:
+        tokens = sum(int(b["target_ids"].numel()) for b in batches)
+    else:
+        tokens = sum(int(b["attention_mask"].sum()) + int(b.get("decoder_attention_mask", torch.zeros(1)).sum())
+                     for b in batches)
+    state = None  # a recurrent LM's state, carried (detached) from window to window: truncated BPTT
     start = time.perf_counter()
     for batch in batches:
-        loss = model(**batch).loss
+        if language_model:
+            out = model(input_ids=batch["input_ids"], cache=state, use_cache=True)
+            state = None if out.cache is None else tuple(s.detach() for s in out.cache) \
+                if isinstance(out.cache, tuple) else out.cache.detach()
+            logits = out.logits
+            loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
+                                                     batch["target_ids"].reshape(-1))
+        else:
+            loss = model(**batch).loss
         loss.backward()
         if t.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
@@ -121,6 +140,8 @@ def run_raw(recipe, task, tokenizer, batches, *, padded: bool = False, fused: bo
 
 def uniform_fraction(batches: list[dict[str, torch.Tensor]]) -> float:
     """Share of batches whose rows all have the same length (packing is skipped for those)."""
+    if "attention_mask" not in batches[0]:  # LM windows: always full
+        return 1.0
     same = sum(bool((b["attention_mask"].sum(1) == b["attention_mask"].size(1)).all()) for b in batches)
     return same / max(1, len(batches))
 
