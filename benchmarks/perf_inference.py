@@ -11,7 +11,6 @@ benchmarks/generate_speed.py.)
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import gzip
 import json
 import os
@@ -21,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results.jsonl"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_log import ROOT, append_results  # noqa: E402
 
 
 def test_sentences(data_dir: str, n: int) -> list[str]:
@@ -55,7 +54,6 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import pipeline
 
     import nlpipe  # noqa: F401  (registers the Auto classes and pipelines)
-    from nlpipe.run import git_commit, machine_description
 
     texts = test_sentences(args.data_dir, args.sentences)
     words = sum(len(t.split()) for t in texts)
@@ -72,14 +70,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{recipe} ({run}): batch {batch_size}: {rate:.1f} sentences/s, {words / elapsed:.0f} words/s "
                   f"(load {load:.1f})", flush=True)
             if args.record:
-                line = {"recipe": recipe, "dataset": "conll2003", "split": "test", "metric": "pipeline_sentences_per_s",
-                        "value": round(rate, 1), "batch_size": batch_size, "wall_s": round(elapsed, 1),
-                        "tokens_per_s": round(words / elapsed, 1), "sentences": len(texts),
-                        "threads": torch.get_num_threads(), "load": round(load, 1), "device": machine_description(),
-                        "commit": git_commit(), "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-                        "command": "python benchmarks/perf_inference.py " + " ".join(sys.argv[1:])}
-                with open(RESULTS, "a", encoding="utf-8") as handle:
-                    handle.write(json.dumps(line) + "\n")
+                append_results([{
+                    "recipe": recipe, "dataset": "conll2003", "split": "test", "metric": "pipeline_sentences_per_s",
+                    "value": round(rate, 1), "batch_size": batch_size, "wall_s": round(elapsed, 1),
+                    "tokens_per_s": round(words / elapsed, 1), "sentences": len(texts),
+                    "threads": torch.get_num_threads(), "load": round(load, 1),
+                }])
     return 0
 
 

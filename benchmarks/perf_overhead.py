@@ -25,7 +25,6 @@ taken from the medians; the load average before and after is printed and recorde
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import statistics
@@ -36,8 +35,8 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results.jsonl"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_log import ROOT, append_results  # noqa: E402
 
 
 def prepare(recipe_name: str, overrides: list[str], data_dir: str):
@@ -205,23 +204,18 @@ def main(argv: list[str] | None = None) -> int:
           + (f"; packing cost: raw / raw-padded = {med['raw'] / med['raw-padded']:.3f}" if is_tagger else ""))
     print(f"load before {load_before[0]:.1f}, after {load_after[0]:.1f}; wall {wall:.0f} s")
     if args.record:
-        from nlpipe.run import git_commit, machine_description
-
-        line = {
+        append_results([{
             "recipe": args.recipe, "dataset": recipe.data.dataset, "split": "train",
             "metric": "throughput_ratio_vs_raw_pytorch", "value": round(ratio, 3), "wall_s": round(wall, 1),
             "tokens_per_s": round(med["nlpipe"], 1), "reference_tokens_per_s": round(med["raw"], 1),
             "raw_unfused_adam_tokens_per_s": round(med["raw-unfused"], 1),
             **({"raw_padded_tokens_per_s": round(med["raw-padded"], 1)} if is_tagger else {}),
             "per_round_ratios": [round(x, 3) for x in paired],
-            "steady_state_ratio": None if steady_ratio is None else round(steady_ratio, 3), "uniform_length_batches": round(uniform_fraction(batches), 3),
-            "steps": args.steps, "rounds": args.rounds, "threads": torch.get_num_threads(), "load_before": round(load_before[0], 1),
-            "load_after": round(load_after[0], 1), "device": machine_description(), "commit": git_commit(),
-            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-            "command": "python benchmarks/perf_overhead.py " + " ".join(sys.argv[1:]),
-        }
-        with open(RESULTS, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(line) + "\n")
+            "steady_state_ratio": None if steady_ratio is None else round(steady_ratio, 3),
+            "uniform_length_batches": round(uniform_fraction(batches), 3), "steps": args.steps, "rounds": args.rounds,
+            "threads": torch.get_num_threads(), "load_before": round(load_before[0], 1),
+            "load_after": round(load_after[0], 1),
+        }])
     return 0
 
 

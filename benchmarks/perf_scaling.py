@@ -18,8 +18,6 @@ BENCHMARKS.md) and, with ``--record``, one line per point in benchmarks/results.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import statistics
 import sys
 import time
@@ -27,8 +25,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results.jsonl"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_log import append_results  # noqa: E402
+
 PTB_VOCAB = 10001
 LENGTHS = [32, 64, 128, 256, 512]
 BATCH_SIZES = [1, 4, 16, 64]
@@ -105,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     import nlpipe  # noqa: F401
-    from nlpipe.run import git_commit, machine_description
+    from nlpipe.run import machine_description
 
     points = [(16, n) for n in LENGTHS] + [(b, 128) for b in BATCH_SIZES if b != 16]
     rows: dict[str, dict[tuple[int, int], dict]] = {}
@@ -137,19 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     print(table("activation MiB, batch 16", "activation_mib", by_length, "T={n}", ",.1f"))
     print(f"\n{machine_description()}, device {args.device}")
     if args.record:
-        date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
-        command = "python benchmarks/perf_scaling.py " + " ".join(sys.argv[1:])
-        with open(RESULTS, "a", encoding="utf-8") as handle:
-            for name in args.models:
-                for (batch_size, length), out in rows[name].items():
-                    for metric in ("tokens_per_s", "activation_mib"):
-                        handle.write(json.dumps({
-                            "recipe": name, "split": "train",
-                            "metric": "train_tokens_per_s" if metric == "tokens_per_s" else metric,
-                            "value": round(out[metric], 1), "batch_size": batch_size, "seq_len": length,
-                            "parameters": params[name], "device": machine_description() + f" ({args.device})",
-                            "commit": git_commit(), "date": date, "command": command,
-                        }) + "\n")
+        append_results([
+            {"recipe": name, "split": "train", "metric": "train_tokens_per_s" if metric == "tokens_per_s" else metric,
+             "value": round(out[metric], 1), "batch_size": batch_size, "seq_len": length, "parameters": params[name],
+             "threads": torch.get_num_threads(), "device_kind": args.device}
+            for name in args.models for (batch_size, length), out in rows[name].items()
+            for metric in ("tokens_per_s", "activation_mib")
+        ])
     return 0
 
 

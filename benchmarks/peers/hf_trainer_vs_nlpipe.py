@@ -23,8 +23,6 @@ Writes ``throughput_ratio_vs_hf_trainer`` to benchmarks/results.jsonl with ``--r
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
 import statistics
 import sys
@@ -34,7 +32,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from perf_overhead import RESULTS, ROOT, fresh_model, prepare, run_nlpipe  # noqa: E402
+from perf_overhead import fresh_model, prepare, run_nlpipe  # noqa: E402
+from results_log import ROOT, append_results  # noqa: E402
 
 
 def run_hf_trainer(recipe, task, tokenizer, encoded, steps: int) -> dict:
@@ -104,20 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"throughput_ratio_vs_hf_trainer = {ratio:.3f} (nlpipe {med['nlpipe']:.0f}, Trainer {med['hf-trainer']:.0f} "
           f"sub-tokens/s); load before {load_before[0]:.1f}, after {load_after[0]:.1f}")
     if args.record:
-        from nlpipe.run import git_commit, machine_description
-
-        line = {
+        append_results([{
             "recipe": args.recipe, "dataset": recipe.data.dataset, "split": "train",
             "metric": "throughput_ratio_vs_hf_trainer", "value": round(ratio, 3),
             "tokens_per_s": round(med["nlpipe"], 1), "reference_tokens_per_s": round(med["hf-trainer"], 1),
             "per_round_ratios": [round(x, 3) for x in paired], "steps": args.steps, "rounds": args.rounds,
             "threads": torch.get_num_threads(), "load_before": round(load_before[0], 1),
-            "load_after": round(load_after[0], 1), "device": machine_description(), "commit": git_commit(),
-            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-            "command": "python benchmarks/peers/hf_trainer_vs_nlpipe.py " + " ".join(sys.argv[1:]),
-        }
-        with open(RESULTS, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(line) + "\n")
+            "load_after": round(load_after[0], 1),
+        }])
     return 0
 
 
