@@ -111,11 +111,8 @@ def run_raw(recipe, task, tokenizer, batches, *, padded: bool = False, fused: bo
     optimizer = torch.optim.Adam(model.parameters(), lr=t.learning_rate, fused=fused or None)
     model.train()
     language_model = "target_ids" in batches[0]
-    if language_model:
-        tokens = sum(int(b["target_ids"].numel()) for b in batches)
-    else:
-        tokens = sum(int(b["attention_mask"].sum()) + int(b.get("decoder_attention_mask", torch.zeros(1)).sum())
-                     for b in batches)
+    # Counted as nlpipe counts them (source + target tokens for seq2seq), outside the timed loop.
+    tokens = sum(task.count_tokens(b) for b in batches)
     state = None  # a recurrent LM's state, carried (detached) from window to window: truncated BPTT
     start = time.perf_counter()
     for batch in batches:

@@ -7,15 +7,17 @@
 Same data, same subwords, same sizes, same machine, back to back (OpenNMT-py first):
 
 - the nlpipe recipe (``lstm``: `translation-lstm-luong`, bidirectional LSTM 2×256 + LSTM 512 decoder,
-  "general" attention, input feeding, embeddings 256 shared and tied; ``transformer``: `translation-transformer`,
+  "general" attention, input feeding, embeddings shared and tied, here 512-dimensional on both sides because
+  OpenNMT-py can tie only when embedding and decoder state have one size; ``transformer``: `translation-transformer`,
   3+3 layers, d 256, 4 heads, ff 1024) trains its own joint tokenizer on the training split; the training,
   validation and test text is written out in those subword pieces, so OpenNMT-py reads exactly the pieces
   nlpipe's model reads (its vocabulary is built from them with ``onmt_build_vocab``);
 - OpenNMT-py gets the matching configuration (below), batch 64 sentences, Adam at the recipe's learning rate
   (the Transformer: the recipe's warm-up 1000 + inverse square root, which is OpenNMT-py's ``noam`` with
-  ``learning_rate`` scaled to the same peak), no validation during training, a checkpoint every 50 steps;
-  ``onmt_train`` is stopped after ``--minutes`` of wall time (its start-up included), and its last checkpoint
-  translates the test set with beam 5;
+  ``learning_rate`` scaled to the same peak), no validation during training, a checkpoint every
+  ``--checkpoint-every`` steps (100); ``onmt_train`` is stopped ``--minutes`` after it logs "Start training
+  loop" (its first data bucket is loaded inside that budget), and its last checkpoint translates the test set
+  with beam 5;
 - nlpipe runs the recipe with ``train.max_train_minutes=--minutes`` (training time; its validation passes are
   not counted), and evaluates on the test set with its recipe's beam 5.
 
@@ -46,10 +48,14 @@ from perf_overhead import prepare  # noqa: E402
 from results_log import ROOT, append_results  # noqa: E402
 
 RECIPES = {"lstm": "translation-lstm-luong", "transformer": "translation-transformer"}
+# OpenNMT-py ties the output layer to the target embeddings only when the decoder state has the embedding's
+# size (it has no projection in between, nlpipe's RNN decoder has one), so the LSTM comparison runs both sides
+# with 512-dimensional embeddings: the same architecture, tied, on both sides.
+NLPIPE_OVERRIDES = {"lstm": ["model.embedding_dim=512"], "transformer": []}
 ONMT_REPORT = re.compile(r"Step (\d+)/\s*\d+;.*?(\d+)/\s*(\d+) tok/s")
 
 
-def onmt_config(model: str, recipe, work: Path) -> dict:
+def onmt_config(model: str, recipe, work: Path, checkpoint_every: int) -> dict:
     """OpenNMT-py 3.0 options matching the nlpipe recipe's model and optimizer."""
     m, t = recipe.model, recipe.train
     common = {
@@ -60,8 +66,8 @@ def onmt_config(model: str, recipe, work: Path) -> dict:
         "src_seq_length": recipe.data.max_length, "tgt_seq_length": recipe.data.max_target_length,
         "share_embeddings": True, "share_decoder_embeddings": True,
         "batch_size": t.batch_size, "batch_type": "sents", "valid_batch_size": 64,
-        "train_steps": 1_000_000, "valid_steps": 1_000_000, "save_checkpoint_steps": 50, "keep_checkpoint": 2,
-        "save_model": str(work / "model"), "report_every": 50, "seed": t.seed, "world_size": 1, "gpu_ranks": [],
+        "train_steps": 1_000_000, "valid_steps": 1_000_000, "save_checkpoint_steps": checkpoint_every, "keep_checkpoint": 2,
+        "save_model": str(work / "model"), "report_every": 20, "seed": t.seed, "world_size": 1, "gpu_ranks": [],
         "max_grad_norm": t.max_grad_norm, "log_file": str(work / "train.log"),
     }
     if model == "lstm":
@@ -99,12 +105,27 @@ def run_onmt(venv: Path, config: Path, work: Path, minutes: float, threads: int)
            "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
     subprocess.run([str(venv / "bin" / "onmt_build_vocab"), "-config", str(config), "-n_sample", "-1"],
                    check=True, env=env, capture_output=True, text=True)
-    started = time.perf_counter()
-    try:
-        subprocess.run([str(venv / "bin" / "onmt_train"), "-config", str(config)], env=env, capture_output=True,
-                       text=True, timeout=minutes * 60)
-    except subprocess.TimeoutExpired:
-        pass
+    # The budget starts at OpenNMT-py's "Start training loop" line, as nlpipe's train.max_train_minutes starts at
+    # its loop (tokenizer, data and model set-up are not counted on either side).
+    log_path = work / "train.log"
+    for stale in [log_path, *work.glob("model_step_*.pt")]:  # a kept --work-dir must not mislead this run
+        stale.unlink()
+    stderr_path = work / "train.stderr"
+    with open(stderr_path, "w") as stderr:  # a file, not a pipe: a full pipe would block onmt_train
+        process = subprocess.Popen([str(venv / "bin" / "onmt_train"), "-config", str(config)], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=stderr)
+    started = None
+    while process.poll() is None:
+        time.sleep(2)
+        if started is None and log_path.exists() and "Start training loop" in log_path.read_text(errors="replace"):
+            started = time.perf_counter()
+        if started is not None and time.perf_counter() - started >= minutes * 60:
+            process.terminate()
+            process.wait(timeout=60)
+            break
+    else:
+        tail = stderr_path.read_text(errors="replace")[-3000:]
+        raise SystemExit(f"onmt_train stopped by itself (exit {process.returncode}):\n{tail}")
     wall = time.perf_counter() - started
     log = (work / "train.log").read_text(encoding="utf-8", errors="replace")
     reports = [(int(s), int(a), int(b)) for s, a, b in ONMT_REPORT.findall(log)]
@@ -130,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--onmt-venv", default="/tmp/peer-venvs/onmt")
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--work-dir", default=None, help="keep OpenNMT-py's files here (default: a temp folder)")
+    parser.add_argument("--checkpoint-every", type=int, default=100,
+                        help="OpenNMT-py checkpoint interval: its last checkpoint is what gets translated")
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args(argv)
     import torch
@@ -142,14 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     if not (venv / "bin" / "onmt_train").exists():
         raise SystemExit(f"{venv}: no OpenNMT-py here; run bash benchmarks/peers/make_opennmt_venv.sh {venv}")
     recipe_name = RECIPES[args.model]
-    recipe, data, task, tokenizer, _ = prepare(recipe_name, [], args.data_dir)
+    overrides = NLPIPE_OVERRIDES[args.model]
+    recipe, data, task, tokenizer, _ = prepare(recipe_name, overrides, args.data_dir)
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="onmt-") as tmp:
         work = Path(args.work_dir or tmp)
         work.mkdir(parents=True, exist_ok=True)
         write_pieces(tokenizer, data, work)
         config = work / "config.yaml"
-        config.write_text(yaml.safe_dump(onmt_config(args.model, recipe, work)))
+        config.write_text(yaml.safe_dump(onmt_config(args.model, recipe, work, args.checkpoint_every)))
         onmt = run_onmt(venv, config, work, args.minutes, args.threads)
         hypotheses = [tokenizer.convert_tokens_to_string(line.split())
                       for line in (work / "pred.en").read_text(encoding="utf-8").splitlines()]
@@ -158,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
           f"src+tgt tok/s, test sacreBLEU {onmt_scores['sacrebleu']:.2f} (beam 5, {onmt['checkpoint']})", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="nlpipe-vs-onmt-") as tmp:
-        result = run_recipe(recipe_name, [f"train.max_train_minutes={args.minutes}"], data_dir=args.data_dir,
+        result = run_recipe(recipe_name, [*overrides, f"train.max_train_minutes={args.minutes}"], data_dir=args.data_dir,
                             output_dir=Path(tmp) / "run", overwrite=True, progress=False)
         log = [json.loads(line) for line in (result.run_dir / "train_log.jsonl").read_text().splitlines()]
     windows = [r["tokens_per_s"] for r in log if "tokens_per_s" in r][1:]
@@ -180,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             "whole_run_tokens_per_s": round(ours["whole_run_tokens_per_s"], 1), "steps": ours["steps"],
             "reference_steps": onmt["steps"], "sacrebleu": round(ours["sacrebleu"], 2),
             "reference_sacrebleu": round(onmt_scores["sacrebleu"], 2), "peer": "OpenNMT-py 3.0.4",
+            "nlpipe_overrides": overrides,
             "load_before": round(load_before, 1), "load_after": round(os.getloadavg()[0], 1),
         }])
     return 0
