@@ -33,7 +33,9 @@ def record(result_metrics: dict, recipe_name: str, dataset: str, info: dict, com
     date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
     lines = []
     for split in ("validation", "test"):
-        for metric in REPORTED:
+        # BLEU by source length (sacrebleu_len_01_10, ...) is reported too: it is the bottleneck evidence.
+        by_length = sorted(k for k in result_metrics.get(split, {}) if k.startswith("sacrebleu_len_"))
+        for metric in (*REPORTED, *by_length):
             if metric in result_metrics.get(split, {}):
                 lines.append({
                     "recipe": recipe_name, "dataset": dataset, "split": split, "metric": metric,

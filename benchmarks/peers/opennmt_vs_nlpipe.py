@@ -109,7 +109,7 @@ def run_onmt(venv: Path, config: Path, work: Path, minutes: float, threads: int)
     # its loop (tokenizer, data and model set-up are not counted on either side).
     log_path = work / "train.log"
     for stale in [log_path, *work.glob("model_step_*.pt")]:  # a kept --work-dir must not mislead this run
-        stale.unlink()
+        stale.unlink(missing_ok=True)
     stderr_path = work / "train.stderr"
     with open(stderr_path, "w") as stderr:  # a file, not a pipe: a full pipe would block onmt_train
         process = subprocess.Popen([str(venv / "bin" / "onmt_train"), "-config", str(config)], env=env,
