@@ -257,7 +257,15 @@ class CausalLmTask(Task):
     @staticmethod
     def stream(encoded: datasets.Dataset) -> torch.Tensor:
         """All token ids of an encoded split, lines concatenated in order, as one 1-D tensor."""
-        return torch.tensor([t for row in encoded["input_ids"] for t in row], dtype=torch.long)
+        import numpy as np
+        import pyarrow as pa
+
+        # One Arrow read of the list column, flattened: reading it row by row through `datasets` formatting
+        # took ≈ 2.8 s of every PTB run's start-up (42k rows) against ≈ 2 ms.
+        column = encoded.with_format("arrow")["input_ids"]
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        return torch.from_numpy(column.flatten().to_numpy(zero_copy_only=False).astype(np.int64))
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Pad lines into a batch (used for line-wise batches; stream training uses `StreamWindows`)."""

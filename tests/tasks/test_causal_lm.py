@@ -213,3 +213,12 @@ def test_smaller_stride_is_not_worse_for_a_model_that_uses_context() -> None:
 def test_bad_stride_is_an_error_naming_the_key() -> None:
     with pytest.raises(NlpipeError, match="perplexity_stride"):
         sliding_window_nll(tiny_gpt(), random_stream(10), window=8, stride=9)
+
+
+def test_stream_concatenates_lines_in_order_also_after_select() -> None:
+    rows = [[5, 6, 7], [], [8], [9, 10], [11, 12, 13, 14]]
+    encoded = datasets.Dataset.from_dict({"input_ids": rows})
+    assert CausalLmTask.stream(encoded).tolist() == [t for row in rows for t in row]
+    picked = encoded.select([4, 0, 3])  # an indices mapping over the same Arrow table
+    assert CausalLmTask.stream(picked).tolist() == [11, 12, 13, 14, 5, 6, 7, 9, 10]
+    assert CausalLmTask.stream(picked).dtype == torch.long
