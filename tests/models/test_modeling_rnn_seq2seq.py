@@ -523,3 +523,25 @@ def test_every_combination_of_cells_builds_and_runs():
             input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=torch.tensor([[START]] * 2)
         )
         assert out.logits.shape == (2, 1, VOCAB)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_input_feeding_step_equals_the_rnn_module_on_one_token(cell: str) -> None:
+    """The one-layer decoder's cell-function step is the module's own step: same outputs, state and gradients."""
+    decoder = make_model(decoder_cell=cell, encoder_cell=cell, attention="general", input_feeding=True).decoder
+    decoder.train()
+    batch, width = 3, decoder.rnn.input_size
+    step_in = torch.randn(batch, width, requires_grad=True)
+    hidden = torch.randn(1, batch, decoder.hidden_size)
+    state = (hidden, torch.randn_like(hidden)) if cell == "lstm" else hidden
+    out, new_state = decoder._one_step(step_in, state)
+    ref_out, ref_state = decoder.rnn(step_in.unsqueeze(1), state)
+    torch.testing.assert_close(out, ref_out, atol=1e-6, rtol=1e-5)
+    for a, b in zip(new_state if cell == "lstm" else (new_state,), ref_state if cell == "lstm" else (ref_state,),
+                    strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    weights = [step_in, decoder.rnn.weight_ih_l0, decoder.rnn.weight_hh_l0, decoder.rnn.bias_hh_l0]
+    ours = torch.autograd.grad(out.pow(2).sum(), weights)
+    reference = torch.autograd.grad(ref_out.pow(2).sum(), weights)
+    for a, b in zip(ours, reference, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
