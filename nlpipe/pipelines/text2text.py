@@ -44,8 +44,14 @@ class Text2TextGenerationPipeline(Pipeline):
         return preprocess, generate_kwargs, postprocess
 
     def __call__(self, inputs: str | list[str], **kwargs: Any) -> list[dict[str, str]] | list[list[dict[str, str]]]:
-        """Generate for one text (→ a list with one dict) or a list of texts (→ one such list per text)."""
-        return super().__call__(inputs, **kwargs)
+        """Generate for one text (→ a list with one dict) or a list of texts (→ one dict per text, as transformers 4
+        returned it; one list per text when a text has several outputs, e.g. ``num_return_sequences=2``)."""
+        result = super().__call__(inputs, **kwargs)
+        if isinstance(inputs, list) and all(isinstance(text, str) for text in inputs) and all(
+            len(outputs) == 1 for outputs in result
+        ):
+            return [outputs[0] for outputs in result]
+        return result
 
     def preprocess(self, inputs: str, truncation: bool = True) -> dict[str, Any]:
         if not isinstance(inputs, str):

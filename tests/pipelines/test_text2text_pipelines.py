@@ -25,8 +25,9 @@ result = {"predict": [r["output"] for r in predict(run_dir, sources)]}
 for task, key in (("translation", "translation_text"), ("summarization", "summary_text"),
                   ("text2text-generation", "generated_text")):
     pipe = pipeline(task, model=run_dir)
-    result[task] = [out[0][key] for out in pipe(sources)]
-    result[task + "-single"] = pipe(sources[0])[0][key]
+    result[task] = [out[key] for out in pipe(sources)]  # a list of texts: one dict per text (transformers 4)
+    result[task + "-single"] = pipe(sources[0])[0][key]  # one text: a list with one dict
+    result[task + "-two-each"] = [len(out) for out in pipe(sources, num_beams=2, num_return_sequences=2)]
 # generation keywords given to the call override the saved generation config
 result["greedy"] = pipeline("translation", model=run_dir)(sources[0], num_beams=1)[0]["translation_text"]
 print("RESULT" + json.dumps(result))
@@ -55,6 +56,7 @@ def test_pipelines_match_predict_in_a_fresh_process(run_dir) -> None:
     for task in ("translation", "summarization", "text2text-generation"):
         assert result[task] == result["predict"], task
     assert result["translation-single"] == result["predict"][0]
+    assert result["translation-two-each"] == [2, 2]  # several outputs per text: one list per text
 
     # independent reference: the saved model decoded directly with the recipe's beam settings
     import transformers
