@@ -24,7 +24,7 @@ from nlpipe.hub import check_self_contained, export_run, push_command, push_run,
 FAKE_TOKEN = "hf_FAKEtokenForTestsOnly0123456789abcdef"
 EXPECTED_TAGGER_FILES = {
     "README.md", "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-    "configuration_rnn_tagger.py", "modeling_rnn_tagger.py", "crf.py", "char_encoder.py",
+    "configuration_rnn_tagger.py", "modeling_rnn_tagger.py", "crf.py", "char_encoder.py", "two_pass_rnn.py",
     "recipe.yaml", "metrics.json", "run_info.json", "train_log.jsonl", "training_curve.png",
 }
 if (Path(nlpipe.models.rnn_tagger.__file__).parent / "pipeline_rnn_tagger.py").is_file():
