@@ -60,6 +60,13 @@ def prepare(recipe_name: str, overrides: list[str], data_dir: str):
     return recipe, data, task, tokenizer, encoded
 
 
+def fixed_steps_overrides(steps: int) -> list[str]:
+    """Recipe overrides for a timing run: exactly `steps` optimizer steps, constant LR, one small closing eval."""
+    return [f"train.max_steps={steps}", "train.max_epochs=1000", "train.eval_every_steps=0",
+            "train.early_stopping_patience=null", "train.lr_scheduler=constant", "train.warmup_steps=0",
+            "data.max_eval_examples=64", "train.log_every_steps=25"]
+
+
 def fresh_model(task, tokenizer, seed: int) -> torch.nn.Module:
     from accelerate.utils import set_seed
 
@@ -159,9 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     import nlpipe  # noqa: F401  (registers the Auto classes)
 
     load_before = os.getloadavg()
-    overrides = [f"train.max_steps={args.steps}", "train.max_epochs=1000", "train.eval_every_steps=0",
-                 "train.early_stopping_patience=null", "train.lr_scheduler=constant", "train.warmup_steps=0",
-                 "data.max_eval_examples=64", "train.log_every_steps=25", *args.overrides]
+    overrides = [*fixed_steps_overrides(args.steps), *args.overrides]
     recipe, data, task, tokenizer, encoded = prepare(args.recipe, overrides, args.data_dir)
     batches = raw_batches(recipe, task, encoded, args.steps)
     is_tagger = recipe.model.get("type") == "rnn_tagger" and recipe.model.get("bidirectional", False)

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from perf_overhead import fresh_model, prepare, run_nlpipe  # noqa: E402
+from perf_overhead import fixed_steps_overrides, fresh_model, prepare, run_nlpipe  # noqa: E402
 from results_log import ROOT, append_results  # noqa: E402
 
 
@@ -80,9 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     import nlpipe  # noqa: F401
 
     load_before = os.getloadavg()
-    overrides = [f"train.max_steps={args.steps}", "train.max_epochs=1000", "train.eval_every_steps=0",
-                 "train.early_stopping_patience=null", "train.lr_scheduler=constant", "train.warmup_steps=0",
-                 "data.max_eval_examples=64", "train.log_every_steps=25"]
+    overrides = fixed_steps_overrides(args.steps)
     recipe, data, task, tokenizer, encoded = prepare(args.recipe, overrides, args.data_dir)
     kinds = ["nlpipe", "hf-trainer"]
     results: dict[str, list[float]] = {k: [] for k in kinds}
