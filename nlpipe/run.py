@@ -138,11 +138,24 @@ def make_accelerator(recipe: Recipe, run_dir: Path | None, *, cpu: bool | None =
     GradientState._reset_state()
     return Accelerator(
         cpu=cpu,
-        mixed_precision=recipe.train.mixed_precision,
+        mixed_precision=resolve_mixed_precision(recipe.train.mixed_precision, cpu),
         gradient_accumulation_steps=recipe.train.gradient_accumulation_steps,
         log_with=log_with,
         project_dir=str(run_dir / "logs") if run_dir is not None else None,
     )
+
+
+def resolve_mixed_precision(setting: str, cpu: bool) -> str:
+    """The Accelerate mixed-precision mode for a recipe's ``train.mixed_precision`` ("auto" resolved)."""
+    if setting != "auto":
+        return setting
+    import torch
+
+    if not cpu:
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    # Without AMX tiles bf16 matmuls are emulated: many times slower than float32 (HF5 notes).
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    return "bf16" if amx() else "no"
 
 
 def count_parameters(model: Any) -> int:
@@ -218,7 +231,8 @@ def run_recipe(
 
     import torch
 
-    model = accelerator.unwrap_model(model)
+    # Without the autocast wrapper: the reported scores and the saved model are full precision.
+    model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     model.eval()
     metrics: dict[str, Any] = {}
     with torch.no_grad():
@@ -251,6 +265,7 @@ def run_recipe(
             "data": describe_source(data, data_dir),
             "machine": machine_description(),
             "num_processes": accelerator.num_processes,
+            "mixed_precision": accelerator.mixed_precision,
             "nlpipe_commit": git_commit(),
         }
         (run_dir / "run_info.json").write_text(json.dumps(info, indent=2))

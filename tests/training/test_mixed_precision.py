@@ -1,8 +1,9 @@
 """``train.mixed_precision=bf16`` is a recipe switch that works for both model families.
 
-On this CPU (no bf16 units) bf16 is slower, not faster: it is meant for GPUs (docs/scaling.md). Here
-we check that two optimizer steps of an RNN recipe and a Transformer recipe really run under bf16
-autocast (the classifier computes in bfloat16), give finite losses and write a complete run folder.
+bf16 is fast on GPUs and on CPUs with AMX units, slow elsewhere (docs/scaling.md). Here we check that
+two optimizer steps of an RNN recipe and a Transformer recipe really run under bf16 autocast (the
+classifier computes in bfloat16), give finite losses, that the final scores are computed in float32,
+and that a complete run folder is written.
 """
 
 from __future__ import annotations
@@ -41,7 +42,20 @@ def test_bf16_runs(recipe: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
                  "data.max_train_examples=64", "data.max_eval_examples=16", *TINY[recipe]]
     result = run_recipe(recipe, overrides, data="sample", output_dir=tmp_path / "run", progress=False)
     assert seen[:2] == [torch.bfloat16, torch.bfloat16]  # training steps ran under bf16 autocast
+    assert seen[-1] == torch.float32  # the reported test scores come from the full-precision model
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
     assert result.metrics["train"]["steps"] == 2
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]["f1"] >= 0
     assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(("amx", "expected"), [(True, "bf16"), (False, "no")])
+def test_auto_mixed_precision_is_bf16_only_where_the_cpu_has_amx(
+    amx: bool, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nlpipe.run import resolve_mixed_precision
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert resolve_mixed_precision("auto", cpu=True) == expected
+    assert resolve_mixed_precision("no", cpu=True) == "no"
+    assert resolve_mixed_precision("bf16", cpu=True) == "bf16"  # an explicit choice is kept
