@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("grid", nargs="+", help="generate settings to try, key=v1,v2")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--max-examples", type=int, default=None, help="first N examples of each split (smoke runs)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     grid = parse_grid(args.grid)
     recipe = load_run(args.run_dir)[0]
     metric = recipe.eval.metric
