@@ -396,6 +396,18 @@ def test_copy_logits_are_log_probabilities_of_the_mixture():
     torch.testing.assert_close(out.logits.exp().sum(-1), torch.ones(2, 2))
 
 
+def test_copy_mixture_stays_float32_under_bf16_autocast():
+    model = make_model(**CASES["copy-general-lstm-gru-tied"])
+    input_ids, attention_mask = source_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(
+            input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=torch.tensor([[START, 4]] * 2)
+        )
+    assert out.logits.dtype == torch.float32
+    # Summed in bf16 the mixture is off by ~1e-2; in float32 it is a distribution to 1e-5.
+    torch.testing.assert_close(out.logits.exp().sum(-1), torch.ones(2, 2), atol=1e-5, rtol=0)
+
+
 def _copy_task_batches(seed: int, count: int):
     generator = torch.Generator().manual_seed(seed)
     for _ in range(count):

@@ -529,7 +529,7 @@ class RnnSeq2SeqForConditionalGeneration(PreTrainedModel, GenerationMixin):
             if self.copy_gate is not None:
                 loss = F.nll_loss(flat_logits, labels.reshape(-1), ignore_index=-100)
             else:
-                loss = F.cross_entropy(flat_logits, labels.reshape(-1), ignore_index=-100)
+                loss = F.cross_entropy(flat_logits.float(), labels.reshape(-1), ignore_index=-100)
 
         output = Seq2SeqLMOutput(
             loss=loss,
@@ -545,12 +545,15 @@ class RnnSeq2SeqForConditionalGeneration(PreTrainedModel, GenerationMixin):
     ) -> torch.Tensor:
         """log(p_gen · softmax(vocab_logits) + (1 − p_gen) · attention scattered onto the source ids)."""
         gate_in = torch.cat([steps.context, steps.states, steps.embeds], dim=-1)  # (B, T, 2H + E)
-        p_gen = torch.sigmoid(self.copy_gate(gate_in))  # (B, T, 1)
-        attention = steps.weights.mean(dim=1)  # (B, T, S): one distribution over the source per step
+        # The mixture is a loss input: float32 even under bf16 autocast (bf16 keeps 3 significant digits).
+        p_gen = torch.sigmoid(self.copy_gate(gate_in).float())  # (B, T, 1)
+        attention = steps.weights.mean(dim=1).float()  # (B, T, S): one distribution over the source per step
+        attention = attention / attention.sum(dim=-1, keepdim=True)  # a bf16 softmax sums to 1 only to ~1e-3
         batch, length, source_len = attention.shape
         index = source_ids.unsqueeze(1).expand(batch, length, source_len)  # (B, T, S)
-        copy_probs = torch.zeros_like(vocab_logits).scatter_add(-1, index, attention)  # (B, T, V)
-        mixture = p_gen * vocab_logits.softmax(dim=-1) + (1 - p_gen) * copy_probs
+        vocab_probs = vocab_logits.float().softmax(dim=-1)  # (B, T, V)
+        copy_probs = torch.zeros_like(vocab_probs).scatter_add(-1, index, attention)  # (B, T, V)
+        mixture = p_gen * vocab_probs + (1 - p_gen) * copy_probs
         # Clamp so tokens with zero probability get a very low (not -inf) score and no NaN gradient.
         return mixture.clamp_min(torch.finfo(mixture.dtype).tiny).log()
 
