@@ -36,32 +36,10 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
     return grid
 
 
-def score(run_dir: Path, split: str, settings: dict[str, Any], data_dir: str | None,
-          max_examples: int | None) -> dict[str, float]:
-    """The task's metrics on `split` with the recipe's generate settings updated by `settings`."""
-    import torch
-
-    from nlpipe.data.catalog import load_data
-    from nlpipe.run import load_run
-    from nlpipe.tasks import get_task
-
-    recipe, info, model, tokenizer = load_run(run_dir)
-    recipe.generate.update(settings)
-    recipe.generate["validation_num_beams"] = recipe.generate.get("num_beams", 1)  # decode as on test
-    data_dir = data_dir or info.get("data", {}).get("data_dir")
-    dataset = load_data(recipe.data.dataset, data_dir=data_dir, seed=recipe.train.seed,
-                        max_eval_examples=max_examples)
-    task = get_task(recipe)
-    task.bind_tokenizer(tokenizer)
-    encoded = task.encode(dataset[split], tokenizer, split)
-    with torch.no_grad():
-        return task.evaluate(model, encoded, dataset[split], None, recipe.eval.batch_size)
-
-
 def main(argv: list[str] | None = None) -> int:
     from results_log import append_results
 
-    from nlpipe.run import load_run
+    from nlpipe.run import open_run_evaluation
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
@@ -70,22 +48,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-examples", type=int, default=None, help="first N examples of each split (smoke runs)")
     args = parser.parse_intermixed_args(argv)
     grid = parse_grid(args.grid)
-    recipe = load_run(args.run_dir)[0]
-    metric = recipe.eval.metric
+    run = open_run_evaluation(args.run_dir, data_dir=args.data_dir, max_eval_examples=args.max_examples)
+    recipe, metric = run.recipe, run.recipe.eval.metric
     sign = 1 if recipe.eval.greater_is_better else -1
+    validation = run.encode("validation")  # encoded once; only the generate settings change
     rows: list[dict[str, Any]] = []
     best: tuple[float, dict[str, Any]] | None = None
     for values in itertools.product(*grid.values()):
         settings = dict(zip(grid, values, strict=True))
         started = time.perf_counter()
-        scores = score(args.run_dir, "validation", settings, args.data_dir, args.max_examples)
+        recipe.generate.update(settings)
+        recipe.generate["validation_num_beams"] = recipe.generate.get("num_beams", 1)  # decode as on test
+        scores = run.evaluate("validation", validation)
         print(f"validation {settings}: {metric}={scores[metric]:.2f} ({time.perf_counter() - started:.0f} s)", flush=True)
         rows.append({"recipe": recipe.name, "run_dir": str(args.run_dir), "split": "validation", "metric": metric,
                      "value": round(scores[metric], 3), "generate": settings})
         if best is None or sign * scores[metric] > sign * best[0]:
             best = (scores[metric], settings)
     assert best is not None
-    test = score(args.run_dir, "test", best[1], args.data_dir, args.max_examples)
+    recipe.generate.update(best[1])
+    test = run.evaluate("test")
     print(f"chosen on validation: {best[1]}; test: " + "  ".join(
         f"{k}={v:.2f}" for k, v in test.items() if isinstance(v, float)))
     rows += [{"recipe": recipe.name, "run_dir": str(args.run_dir), "split": "test", "metric": k,

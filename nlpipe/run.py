@@ -310,28 +310,56 @@ def load_run(run_dir: str | Path) -> tuple[Recipe, dict[str, Any], Any, Any]:
     return recipe, info, model, tokenizer
 
 
-def evaluate_run(
-    run_dir: str | Path, split: str = "test", *, data: str | None = None, data_dir: str | Path | None = None
-) -> dict[str, float]:
-    """Evaluate a saved run folder on a split of the data it was trained on (or of `data`/`data_dir`)."""
-    import torch
+@dataclass
+class RunEvaluation:
+    """A finished run opened for scoring: its recipe, task (tokenizer bound), model and data.
 
+    ``task.recipe`` is ``recipe``: changing ``recipe.generate`` changes how the next ``evaluate`` decodes.
+    """
+
+    recipe: Recipe
+    task: Any
+    model: Any
+    dataset: Any
+
+    def encode(self, split: str) -> Any:
+        if split not in self.dataset:
+            raise NlpipeError(f"--split {split}: no such split; choose train, validation or test")
+        return self.task.encode(self.dataset[split], self.task.tokenizer, split)
+
+    def evaluate(self, split: str, encoded: Any = None) -> dict[str, float]:
+        """The task's metrics on `split` (pass `encoded` to reuse an encoding across calls)."""
+        import torch
+
+        encoded = self.encode(split) if encoded is None else encoded
+        with torch.no_grad():
+            return self.task.evaluate(self.model, encoded, self.dataset[split], None, self.recipe.eval.batch_size)
+
+
+def open_run_evaluation(
+    run_dir: str | Path, *, data: str | None = None, data_dir: str | Path | None = None,
+    max_eval_examples: int | None = None,
+) -> RunEvaluation:
+    """Open a saved run folder with the data it was trained on (or `data`/`data_dir`) for evaluation."""
     recipe, info, model, tokenizer = load_run(run_dir)
     recorded = info.get("data", {})
     if data is None and data_dir is None:
         data = {"sample": "sample", "hub": "hub"}.get(recorded.get("source"))
         data_dir = recorded.get("data_dir")
     dataset = load_data(recipe.data.dataset, source=data, data_dir=data_dir, seed=recipe.train.seed,
-                        max_eval_examples=recipe.data.max_eval_examples)
-    if split not in dataset:
-        raise NlpipeError(f"--split {split}: no such split; choose train, validation or test")
+                        max_eval_examples=max_eval_examples or recipe.data.max_eval_examples)
     task = get_task(recipe)
     task.bind_tokenizer(tokenizer)
     if hasattr(task, "set_labels_from_config"):
         task.set_labels_from_config(model.config)
-    encoded = task.encode(dataset[split], tokenizer, split)
-    with torch.no_grad():
-        return task.evaluate(model, encoded, dataset[split], None, recipe.eval.batch_size)
+    return RunEvaluation(recipe=recipe, task=task, model=model, dataset=dataset)
+
+
+def evaluate_run(
+    run_dir: str | Path, split: str = "test", *, data: str | None = None, data_dir: str | Path | None = None
+) -> dict[str, float]:
+    """Evaluate a saved run folder on a split of the data it was trained on (or of `data`/`data_dir`)."""
+    return open_run_evaluation(run_dir, data=data, data_dir=data_dir).evaluate(split)
 
 
 def default_data_dir() -> str | None:
