@@ -48,6 +48,22 @@ def test_word_level_splits_punctuation_like_conll() -> None:
     assert tokenizer.convert_ids_to_tokens(tokenizer("Zyxw")["input_ids"]) == ["[UNK]"]
 
 
+def test_lowercase_and_digit_normalization_share_words_and_keep_offsets(tmp_path: Path) -> None:
+    spec = load_spec("word-level", {"lowercase": True, "normalize_digits": True})
+    tokenizer = train_tokenizer(spec, TEXTS, tmp_path / "tok")
+    text = "ANGELA grew 7.9 to 1996"
+    encoded = tokenizer(text, return_offsets_mapping=True)
+    tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"])
+    # "angela" and "0" were seen in training ("Angela", "2" of "2.5"); "0000" was not
+    assert tokens == ["angela", "grew", "0", ".", "0", "to", "[UNK]"]
+    # offsets still point at the original characters, so entity spans show the text as written
+    assert [text[a:b] for a, b in encoded["offset_mapping"]] == ["ANGELA", "grew", "7", ".", "9", "to", "1996"]
+    # the normalizers are part of the saved tokenizer: a reload without nlpipe maps the same way
+    assert AutoTokenizer.from_pretrained(tmp_path / "tok")(text)["input_ids"] == encoded["input_ids"]
+    plain = train_tokenizer(load_spec("word-level"), TEXTS)
+    assert plain.convert_ids_to_tokens(plain("ANGELA 7")["input_ids"]) == ["[UNK]", "[UNK]"]
+
+
 def test_bert_template_and_special_tokens() -> None:
     tokenizer = train_tokenizer(load_spec("wordpiece", SUBWORD), TEXTS)
     tokens = tokenizer.convert_ids_to_tokens(tokenizer("Paris")["input_ids"])
