@@ -11,6 +11,9 @@ labels off ``logits`` with an argmax. Our taggers may need two more things:
   (word aggregation, entity grouping, offsets) then works unchanged and reports the Viterbi labels
   with their marginal probabilities.
 
+Entity ``word``s are cut out of the input with the offsets, so a lower-cased or digit-normalised word
+vocabulary still reports "Paris" and "1996" as written.
+
 Any other model (e.g. BERT) goes through the standard behaviour untouched, so this class can be
 registered for the whole ``token-classification`` task.
 
@@ -95,6 +98,19 @@ class RnnTaggerTokenClassificationPipeline(TokenClassificationPipeline):
                     ]
                 model_inputs["char_ids"] = char_ids_from_offsets(text, offsets, special, config)
             yield model_inputs
+
+    def gather_pre_entities(self, sentence: str, *args: Any, **kwargs: Any) -> list[dict]:
+        """The standard pre-entities, with each token's ``word`` as written in the input.
+
+        The standard pipeline names a token by its vocabulary entry, which for a lower-cased or
+        digit-normalised word vocabulary is "paris" or "0000", not what the user wrote.
+        """
+        pre_entities = super().gather_pre_entities(sentence, *args, **kwargs)
+        if self._is_rnn_tagger():
+            for pre_entity in pre_entities:
+                if pre_entity["start"] is not None:
+                    pre_entity["word"] = sentence[pre_entity["start"] : pre_entity["end"]]
+        return pre_entities
 
     def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
         """The standard forward; for CRF taggers the logits become Viterbi-consistent log-marginals."""
