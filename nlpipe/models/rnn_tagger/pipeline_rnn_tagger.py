@@ -12,7 +12,7 @@ labels off ``logits`` with an argmax. Our taggers may need two more things:
   with their marginal probabilities.
 
 Entity ``word``s are cut out of the input with the offsets, so a lower-cased or digit-normalised word
-vocabulary still reports "Paris" and "1996" as written.
+vocabulary still reports "Paris" and "1996" as written, and "Al-Ain" keeps its hyphen.
 
 Any other model (e.g. BERT) goes through the standard behaviour untouched, so this class can be
 registered for the whole ``token-classification`` task.
@@ -111,6 +111,16 @@ class RnnTaggerTokenClassificationPipeline(TokenClassificationPipeline):
                 if pre_entity["start"] is not None:
                     pre_entity["word"] = sentence[pre_entity["start"] : pre_entity["end"]]
         return pre_entities
+
+    def postprocess(self, all_outputs: list[dict[str, Any]], *args: Any, **kwargs: Any) -> list[dict]:
+        """The standard entities; a grouped entity's ``word`` is its text span ("Al-Ain", not "Al - Ain")."""
+        entities = super().postprocess(all_outputs, *args, **kwargs)
+        sentence = all_outputs[0].get("sentence")
+        if self._is_rnn_tagger() and isinstance(sentence, str):
+            for entity in entities:
+                if entity.get("start") is not None and entity.get("end") is not None:
+                    entity["word"] = sentence[entity["start"] : entity["end"]]
+        return entities
 
     def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
         """The standard forward; for CRF taggers the logits become Viterbi-consistent log-marginals."""
