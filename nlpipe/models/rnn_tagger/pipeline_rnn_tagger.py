@@ -99,21 +99,13 @@ class RnnTaggerTokenClassificationPipeline(TokenClassificationPipeline):
                 model_inputs["char_ids"] = char_ids_from_offsets(text, offsets, special, config)
             yield model_inputs
 
-    def gather_pre_entities(self, sentence: str, *args: Any, **kwargs: Any) -> list[dict]:
-        """The standard pre-entities, with each token's ``word`` as written in the input.
-
-        The standard pipeline names a token by its vocabulary entry, which for a lower-cased or
-        digit-normalised word vocabulary is "paris" or "0000", not what the user wrote.
-        """
-        pre_entities = super().gather_pre_entities(sentence, *args, **kwargs)
-        if self._is_rnn_tagger():
-            for pre_entity in pre_entities:
-                if pre_entity["start"] is not None:
-                    pre_entity["word"] = sentence[pre_entity["start"] : pre_entity["end"]]
-        return pre_entities
-
     def postprocess(self, all_outputs: list[dict[str, Any]], *args: Any, **kwargs: Any) -> list[dict]:
-        """The standard entities; a grouped entity's ``word`` is its text span ("Al-Ain", not "Al - Ain")."""
+        """The standard entities, each ``word`` cut out of the input with its offsets.
+
+        The standard pipeline names a token by its vocabulary entry ("paris", "0000" for a lower-cased,
+        digit-normalised vocabulary) and joins a group's tokens with spaces ("Al - Ain"); the text span is
+        what the user wrote. Every entity, grouped or per token, carries its ``start``/``end``.
+        """
         entities = super().postprocess(all_outputs, *args, **kwargs)
         sentence = all_outputs[0].get("sentence")
         if self._is_rnn_tagger() and isinstance(sentence, str):
