@@ -358,6 +358,8 @@ def test_stateful_model_refuses_assisted_decoding() -> None:
     model = make_model("lstm")
     with pytest.raises(ValueError, match="stateful"):
         model.generate(prompts(1, 3), assistant_model=make_model("lstm"), max_new_tokens=3)
+    with pytest.raises(ValueError, match="stateful"):
+        model.generate(prompts(1, 3), prompt_lookup_num_tokens=2, max_new_tokens=3)
 
 
 # ---------------------------------------------------------------- tying, init, config, save/load

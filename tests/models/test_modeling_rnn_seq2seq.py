@@ -557,3 +557,13 @@ def test_input_feeding_step_equals_the_rnn_module_on_one_token(cell: str) -> Non
     reference = torch.autograd.grad(ref_out.pow(2).sum(), weights)
     for a, b in zip(ours, reference, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kwargs", [{"assistant_model": "same"}, {"prompt_lookup_num_tokens": 2}])
+def test_stateful_model_refuses_assisted_decoding_and_prompt_lookup(kwargs) -> None:
+    model = make_model()
+    if kwargs.get("assistant_model") == "same":
+        kwargs = {"assistant_model": make_model(seed=1)}
+    input_ids, attention_mask = source_batch()
+    with pytest.raises(ValueError, match="stateful"):
+        model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=3, **kwargs)

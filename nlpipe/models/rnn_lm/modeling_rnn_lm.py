@@ -65,6 +65,22 @@ class RnnForCausalLM(RnnLmPreTrainedModel, GenerationMixin):
     # The state cannot be rolled back to an earlier position: transformers refuses assisted decoding.
     _is_stateful = True
 
+    def generate(self, *args, **kwargs):  # noqa: D417 - same arguments as GenerationMixin.generate
+        """`GenerationMixin.generate`, refusing assisted decoding with a clear error.
+
+        A recurrent state cannot be rolled back to verify draft tokens. transformers 5.x releases differ in
+        whether `_is_stateful` is checked before assisted decoding starts, so the check is made here.
+        """
+        config = kwargs.get("generation_config") or self.generation_config
+        if kwargs.get("assistant_model") is not None or kwargs.get("prompt_lookup_num_tokens") or getattr(
+            config, "prompt_lookup_num_tokens", None
+        ):
+            raise ValueError(
+                f"{type(self).__name__} is stateful (its recurrent state cannot be rolled back): assisted decoding "
+                "and prompt lookup are not supported; call generate() without assistant_model/prompt_lookup_num_tokens"
+            )
+        return super().generate(*args, **kwargs)
+
     def __init__(self, config: RnnLmConfig) -> None:
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.embedding_dim)

@@ -391,6 +391,22 @@ class RnnSeq2SeqForConditionalGeneration(PreTrainedModel, GenerationMixin):
     # The decoder state is a recurrent summary of the prefix: it cannot be rolled back (no assisted decoding).
     _is_stateful = True
 
+    def generate(self, *args, **kwargs):  # noqa: D417 - same arguments as GenerationMixin.generate
+        """`GenerationMixin.generate`, refusing assisted decoding with a clear error.
+
+        A recurrent state cannot be rolled back to verify draft tokens. transformers 5.x releases differ in
+        whether `_is_stateful` is checked before assisted decoding starts, so the check is made here.
+        """
+        config = kwargs.get("generation_config") or self.generation_config
+        if kwargs.get("assistant_model") is not None or kwargs.get("prompt_lookup_num_tokens") or getattr(
+            config, "prompt_lookup_num_tokens", None
+        ):
+            raise ValueError(
+                f"{type(self).__name__} is stateful (its recurrent state cannot be rolled back): assisted decoding "
+                "and prompt lookup are not supported; call generate() without assistant_model/prompt_lookup_num_tokens"
+            )
+        return super().generate(*args, **kwargs)
+
     def __init__(self, config: RnnSeq2SeqConfig):
         super().__init__(config)
         self.encoder = RnnSeq2SeqEncoder(config)
