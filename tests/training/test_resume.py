@@ -1,10 +1,17 @@
-"""Never lose work: a run killed with SIGKILL mid-epoch and resumed reaches exactly the metrics of an
-uninterrupted run; Ctrl-C saves a checkpoint and says how to resume; a NaN loss stops the run with the
-last good checkpoint intact; unusable output folders fail before training.
+"""Never lose work, never resume dishonestly.
+
+- A run killed with SIGKILL mid-epoch, or stopped with Ctrl-C (SIGINT) or SIGTERM, and resumed reaches
+  exactly the metrics, log and weights of an uninterrupted run (one thread: exact equality is legitimate).
+- A kill during the final evaluation does not make the resume train past ``max_steps``.
+- A resume with another recipe or data source is refused before anything is written.
+- A damaged checkpoint is named and the resume falls back to the newest intact one; a full disk
+  during a checkpoint write leaves the previous checkpoint the one --resume uses.
+- A diverging loss stops the run honestly; a run that never wrote a checkpoint does not block its rerun.
 
 The kill is real: the CLI runs in a subprocess through a small driver that, once the checkpoint of
-step 16 is written (mid-epoch 2 of 2, dropout on), sends itself SIGKILL (or SIGINT) during the third batch after it,
-so work after the checkpoint is lost and must be redone identically.
+step 16 is written (mid-epoch 2 of 2, dropout on), sends itself SIGKILL during the third batch after it,
+so work after the checkpoint is lost and must be redone identically. SIGINT/SIGTERM come from the test,
+once the training log shows a step past the first checkpoints.
 """
 
 from __future__ import annotations
@@ -12,8 +19,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -30,27 +39,37 @@ RECIPE_ARGS = [
 KILL_AFTER_CHECKPOINT = 16  # 13 batches per epoch: step 16 is the 3rd batch of epoch 2
 
 DRIVER = r"""
-import os, signal, sys
+import os, signal, sys, time
 import nlpipe.training.loop as loop
 
 mode, at = sys.argv[1], int(sys.argv[2])
 armed = {"on": False, "batches": 0}
-original_save, original_any = loop.save_checkpoint, loop._any_process
+original_save, original_divergence = loop.save_checkpoint, loop.divergence
 
 def save_checkpoint(root, model, optimizer, scheduler, trainer_state, *args, **kwargs):
     path = original_save(root, model, optimizer, scheduler, trainer_state, *args, **kwargs)
-    if mode != "none" and trainer_state["global_step"] == at:
+    if mode in ("kill", "evalkill") and trainer_state["global_step"] == at:
         armed["on"] = True
     return path
 
-def any_process(accelerator, *flags):  # called once per batch, after the forward pass
-    if armed["on"]:
+def divergence(loss, recent):  # called once per batch, after its forward pass
+    if mode == "slow":  # give the test time to send its signal mid-epoch
+        time.sleep(0.1)
+    if armed["on"] and mode == "kill":
         armed["batches"] += 1
         if armed["batches"] == 3:
-            os.kill(os.getpid(), signal.SIGKILL if mode == "kill" else signal.SIGINT)
-    return original_any(accelerator, *flags)
+            os.kill(os.getpid(), signal.SIGKILL)
+    return original_divergence(loss, recent)
 
-loop.save_checkpoint, loop._any_process = save_checkpoint, any_process
+loop.save_checkpoint, loop.divergence = save_checkpoint, divergence
+if mode == "evalkill":  # die in the evaluation that follows the checkpoint of step `at`
+    from nlpipe.tasks.token_classification import TokenClassificationTask
+    original_evaluate = TokenClassificationTask.evaluate
+    def evaluate(self, *args, **kwargs):
+        if armed["on"]:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original_evaluate(self, *args, **kwargs)
+    TokenClassificationTask.evaluate = evaluate
 sys.argv = ["nlpipe", *sys.argv[3:]]
 from nlpipe.cli import main
 main()
@@ -84,12 +103,33 @@ def _log(run_dir: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in records]
 
 
-def test_sigkill_then_resume_equals_uninterrupted_and_ctrl_c_saves(tmp_path: Path) -> None:
-    straight = _start(tmp_path, "straight", "none")
-    killed = _start(tmp_path, "killed", "kill")
-    interrupted = _start(tmp_path, "interrupted", "int")
+def _weights(run_dir: Path) -> dict:
+    from safetensors.torch import load_file
 
-    code, _, err = _finish(killed)
+    return load_file(str(run_dir / "model.safetensors"))
+
+
+def _assert_same_run(run_dir: Path, reference: Path) -> None:
+    assert _comparable(run_dir) == _comparable(reference)
+    assert _log(run_dir) == _log(reference)  # no duplicated or missing lines
+    ours, theirs = _weights(run_dir), _weights(reference)
+    assert ours.keys() == theirs.keys()
+    assert all(bool((ours[k] == theirs[k]).all()) for k in ours)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The uninterrupted run every interrupted one is compared with."""
+    tmp_path = tmp_path_factory.mktemp("straight")
+    code, _, err = _finish(_start(tmp_path, "straight", "none"))
+    assert code == 0, err[-2000:]
+    losses = [r["loss"] for r in _log(tmp_path / "straight") if "loss" in r]
+    assert losses[-1] < losses[0] - 0.1  # a real training, not a constant
+    return tmp_path / "straight"
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path, straight: Path) -> None:
+    code, _, err = _finish(_start(tmp_path, "killed", "kill"))
     assert code == -9, err[-2000:]
     ckpt = tmp_path / "killed" / "checkpoints"
     state = json.loads((ckpt / (ckpt / "latest").read_text().strip() / "trainer_state.json").read_text())
@@ -97,27 +137,50 @@ def test_sigkill_then_resume_equals_uninterrupted_and_ctrl_c_saves(tmp_path: Pat
     assert not (tmp_path / "killed" / "metrics.json").exists()
     logged_steps = [r["step"] for r in _log(tmp_path / "killed") if "loss" in r]
     assert max(logged_steps) > KILL_AFTER_CHECKPOINT  # work after the checkpoint was lost...
-    resumed = _start(tmp_path, "killed", "none", "--resume")
-
-    code, _, err = _finish(interrupted)
-    assert code == 130, err[-2000:]
-    last_line = err.strip().splitlines()[-1]
-    assert last_line.startswith("error: interrupted at step 19; a checkpoint is in"), last_line
-    assert "Resume with: nlpipe run recipe ner-bilstm" in last_line and last_line.endswith("--resume")
-    assert "Traceback" not in err
-    ckpt = tmp_path / "interrupted" / "checkpoints"
-    assert (ckpt / "latest").read_text().strip() == "step-00000019"
-
-    code, _, err = _finish(straight)
+    code, out, err = _finish(_start(tmp_path, "killed", "none", "--resume"))
     assert code == 0, err[-2000:]
-    code, _, err = _finish(resumed)
-    assert code == 0, err[-2000:]
-    assert "resumed from" in _ + err
+    assert "resumed from" in out + err
     # ...and was redone identically: same data order, dropout masks, optimizer and schedule state.
-    assert _comparable(tmp_path / "killed") == _comparable(tmp_path / "straight")
-    assert _log(tmp_path / "killed") == _log(tmp_path / "straight")  # no duplicated or missing lines
-    losses = [r["loss"] for r in _log(tmp_path / "straight") if "loss" in r]
-    assert losses[-1] < losses[0] - 0.1  # a real training, not a constant
+    _assert_same_run(tmp_path / "killed", straight)
+
+
+def _wait_for_step(proc: subprocess.Popen, log: Path, step: int) -> None:
+    """Block until the training log records `step` (the run is then mid-epoch 2)."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        if log.is_file():
+            steps = [json.loads(line).get("step", 0) for line in log.read_text().splitlines() if line.endswith("}")]
+            if steps and max(steps) >= step:
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"step {step} never appeared in {log}")
+
+
+@pytest.mark.parametrize(("signum", "exit_code", "name"), [(signal.SIGINT, 130, "Ctrl-C"),
+                                                           (signal.SIGTERM, 143, "SIGTERM")])
+def test_signal_mid_epoch_then_resume_equals_uninterrupted(
+    tmp_path: Path, straight: Path, signum: int, exit_code: int, name: str
+) -> None:
+    """Ctrl-C and SIGTERM checkpoint at the next step boundary, before its forward pass draws dropout
+    masks: the resumed run is the uninterrupted one, bit for bit."""
+    proc = _start(tmp_path, "run", "slow")
+    _wait_for_step(proc, tmp_path / "run" / "train_log.jsonl", 17)
+    proc.send_signal(signum)
+    code, _, err = _finish(proc)
+    assert code == exit_code, err[-2000:]
+    assert "Traceback" not in err
+    last_line = err.strip().splitlines()[-1]
+    assert last_line.startswith(f"error: interrupted ({name}) at step "), last_line
+    assert "Resume with: nlpipe run recipe ner-bilstm" in last_line and last_line.endswith("--resume")
+    ckpt = tmp_path / "run" / "checkpoints"
+    state = json.loads((ckpt / (ckpt / "latest").read_text().strip() / "trainer_state.json").read_text())
+    assert state["epoch"] == 1 and 0 < state["batches_done"] < 13  # mid-epoch 2
+    assert last_line.startswith(f"error: interrupted ({name}) at step {state['global_step']};")
+    code, out, err = _finish(_start(tmp_path, "run", "none", "--resume"))
+    assert code == 0, err[-2000:]
+    assert f"step {state['global_step']}, epoch 1" in out + err
+    _assert_same_run(tmp_path / "run", straight)
 
 
 LM_RECIPE_ARGS = [
@@ -178,7 +241,7 @@ def test_nan_loss_stops_with_last_good_checkpoint(tmp_path: Path, monkeypatch: p
     with pytest.raises(NlpipeError) as caught:
         run_recipe(_tiny(tmp_path), data="sample", output_dir=tmp_path / "run", progress=False)
     message = str(caught.value)
-    assert "loss became nan at step 7" in message and "last good checkpoint" in message
+    assert "loss became nan at step 7" in message and "the last good checkpoint, step-00000004, is intact" in message
     assert "\n" not in message
     ckpt = tmp_path / "run" / "checkpoints"
     latest = ckpt / (ckpt / "latest").read_text().strip()
