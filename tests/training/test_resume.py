@@ -223,7 +223,10 @@ def _tiny(tmp_path: Path, **train: object):
     return load_recipe("ner-bilstm", overrides)
 
 
-def test_nan_loss_stops_with_last_good_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("fault", ["nan-loss", "nan-gradient"])
+def test_nan_loss_or_gradient_stops_with_last_good_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
     from safetensors.torch import load_file
 
     from nlpipe.run import run_recipe
@@ -235,13 +238,20 @@ def test_nan_loss_stops_with_last_good_checkpoint(tmp_path: Path, monkeypatch: p
     def loss(self, model, batch):  # noqa: ANN001
         calls["n"] += 1
         value = original(self, model, batch)
-        return value * math.nan if calls["n"] == 7 else value
+        if calls["n"] != 7:
+            return value
+        if fault == "nan-loss":
+            return value * math.nan
+        weight = next(model.parameters())  # a finite loss whose gradient is 0 * inf = nan
+        return value + 0.0 * (weight - weight.detach()).abs().sqrt().sum()
 
     monkeypatch.setattr(TokenClassificationTask, "loss", loss)
     with pytest.raises(NlpipeError) as caught:
         run_recipe(_tiny(tmp_path), data="sample", output_dir=tmp_path / "run", progress=False)
     message = str(caught.value)
-    assert "loss became nan at step 7" in message and "the last good checkpoint, step-00000004, is intact" in message
+    expected = "loss became nan" if fault == "nan-loss" else "gradient norm became nan"
+    assert f"training diverged: {expected} at step 7" in message, message
+    assert "the last good checkpoint, step-00000004, is intact" in message
     assert "\n" not in message
     ckpt = tmp_path / "run" / "checkpoints"
     latest = ckpt / (ckpt / "latest").read_text().strip()
@@ -249,6 +259,32 @@ def test_nan_loss_stops_with_last_good_checkpoint(tmp_path: Path, monkeypatch: p
     weights = load_file(str(latest / "model.safetensors"))
     assert all(bool(t.isfinite().all()) for t in weights.values())
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_exploding_loss_before_any_checkpoint_leaves_nothing_that_blocks_the_rerun(tmp_path: Path) -> None:
+    """learning_rate=1e9 keeps the loss finite but makes it explode: caught, and since no checkpoint
+    exists the message says so and the rerun it suggests (same folder, no --overwrite) works."""
+    args = [a for a in RECIPE_ARGS if not a.startswith("train.learning_rate")]
+    code, _, err = _finish(_start(tmp_path, "run", "none", "train.learning_rate=1e9", recipe_args=args))
+    assert code != 0 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: training diverged: loss exploded to") and "at step 2 " in last, last
+    assert "no checkpoint was written" in last and "intact" not in last and last.endswith("then rerun")
+    assert not (tmp_path / "run").exists()
+    code, _, err = _finish(_start(tmp_path, "run", "none", "train.learning_rate=0.01", "train.max_steps=2",
+                                  recipe_args=args))
+    assert code == 0, err[-2000:]
+
+
+def test_divergence_criterion() -> None:
+    from nlpipe.training.loop import divergence
+
+    assert divergence(math.nan, [2.0]) == "loss became nan"
+    assert divergence(math.inf, []) == "loss became inf"
+    assert divergence(5e9, [2.2, 2.1]) and "exploded" in divergence(5e9, [2.2, 2.1])
+    assert divergence(30.0, [2.2, 2.1, 2.0]) is None  # a spike, not a divergence
+    assert divergence(2.5, [0.001] * 50) is None  # late in training the loss is tiny; 2.5 is no explosion
+    assert divergence(1e9, []) is None  # nothing to compare with yet (the next step will be)
 
 
 def test_output_dir_problems_fail_before_training(tmp_path: Path) -> None:
