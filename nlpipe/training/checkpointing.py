@@ -206,8 +206,11 @@ def checkpoint_problem(path: Path) -> str | None:
             file = path / name
             if not file.is_file():
                 return f"{name} is missing"
-            if file.stat().st_size != size:
-                return f"{name} has {file.stat().st_size} bytes, {size} were written"
+            actual = file.stat().st_size
+            if actual < size:
+                return f"{name} is truncated ({actual} of {size} bytes)"
+            if actual != size:
+                return f"{name} has {actual} bytes, {size} were written"
     for file in sorted(path.glob("*.safetensors")):
         problem = _safetensors_problem(file)
         if problem:

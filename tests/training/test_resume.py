@@ -16,6 +16,7 @@ once the training log shows a step past the first checkpoints.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -304,3 +305,105 @@ def test_output_dir_problems_fail_before_training(tmp_path: Path) -> None:
         _check_output_dir(blocker / "run", resume=False, overwrite=False)
     with pytest.raises(NlpipeError, match="no checkpoint to resume from"):
         _check_output_dir(tmp_path / "fresh", resume=True, overwrite=False)
+def test_kill_during_final_evaluation_then_resume_stops_at_max_steps(tmp_path: Path) -> None:
+    """The checkpoint of step max_steps is written before the final evaluation; a resume from it
+    evaluates and finishes, it does not train a step more."""
+    args = [*RECIPE_ARGS, "train.max_steps=12"]
+    code, _, err = _finish(_start(tmp_path, "run", "evalkill", recipe_args=args, kill_at=12))
+    assert code == -9, err[-2000:]
+    ckpt = tmp_path / "run" / "checkpoints"
+    assert (ckpt / "latest").read_text().strip() == "step-00000012"
+    code, out, err = _finish(_start(tmp_path, "run", "none", "--resume", recipe_args=args))
+    assert code == 0, err[-2000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert (metrics["train"]["steps"], metrics["train"]["stopped_because"]) == (12, "max_steps")
+    log = _log(tmp_path / "run")
+    assert max(r["step"] for r in log) == 12
+    assert [r["step"] for r in log if r.get("split") == "validation"] == [12]  # evaluated once, at the end
+
+
+def _tree_hashes(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def killed_at_8(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run killed mid-epoch after its checkpoint of step 8: it holds step-00000004 and step-00000008."""
+    tmp_path = tmp_path_factory.mktemp("killed8")
+    code, _, err = _finish(_start(tmp_path, "run", "kill", kill_at=8))
+    assert code == -9, err[-2000:]
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step-*")) == [
+        "step-00000004", "step-00000008"]
+    return tmp_path / "run"
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (["model.hidden_size=32"], "recipe differs (model.hidden_size: 16 -> 32)"),
+    (["train.learning_rate=0.02"], "recipe differs (train.learning_rate: 0.01 -> 0.02)"),
+    (["RECIPE=ner-bilstm-crf"], "recipe differs (name: \"ner-bilstm\" -> \"ner-bilstm-crf\""),
+    (["DATA"], "data source differs (the run used --data sample, this is --data-dir "),
+])
+def test_resume_with_another_recipe_or_data_is_refused_before_writing(
+    tmp_path: Path, killed_at_8: Path, change: list[str], expected: str
+) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(killed_at_8, run)
+    before = _tree_hashes(run)
+    args = list(RECIPE_ARGS)
+    if change == ["DATA"]:
+        data_dir = tmp_path / "data"
+        data_dir.mkdir()
+        args[args.index("--data"):args.index("--data") + 2] = ["--data-dir", str(data_dir)]
+    elif change[0].startswith("RECIPE="):
+        args[args.index("ner-bilstm")] = change[0].split("=", 1)[1]
+    else:
+        args += change
+    code, _, err = _finish(_start(tmp_path, "run", "none", "--resume", recipe_args=args))
+    assert code != 0 and "Traceback" not in err, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"error: {run}: cannot resume: {expected}"), last
+    assert "resume with the recipe, overrides and data the run started with" in last
+    assert _tree_hashes(run) == before  # recipe.yaml byte-identical, checkpoints untouched
+
+
+def _truncate(file: Path) -> None:
+    data = file.read_bytes()
+    file.write_bytes(data[: len(data) // 2])
+
+
+def test_damaged_latest_checkpoint_falls_back_and_resume_is_exact(
+    tmp_path: Path, killed_at_8: Path, straight: Path
+) -> None:
+    """The newest checkpoint is truncated: the resume names it, falls back to step 4, cleans up what
+    earlier kills left behind, and still reaches the uninterrupted run exactly."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(killed_at_8, run)
+    _truncate(run / "checkpoints" / "step-00000008" / "model.safetensors")
+    (run / "checkpoints" / ".step-00000012.x1y2").mkdir()  # left by a kill during a checkpoint write
+    (run / "checkpoints" / ".step-00000012.x1y2" / "model.safetensors").write_bytes(b"partial")
+    (run / "checkpoints" / ".latest.abc").write_text("step-000")
+    code, out, err = _finish(_start(tmp_path, "run", "none", "--resume"))
+    assert code == 0, err[-2000:]
+    assert ("warning: " + str(run / "checkpoints" / "step-00000008") + ": model.safetensors is truncated") in out
+    assert "falling back to step-00000004" in out and "resumed from" in out
+    assert "step-00000012" not in out + err  # the half-written folder was cleaned up, never a candidate
+    _assert_same_run(run, straight)
+
+
+def test_no_intact_checkpoint_is_one_line(tmp_path: Path, killed_at_8: Path) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(killed_at_8, run)
+    for step in (run / "checkpoints").glob("step-*"):
+        (step / "optimizer.pt").unlink()
+    code, _, err = _finish(_start(tmp_path, "run", "none", "--resume"))
+    assert code != 0 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"error: {run}: no checkpoint to resume from (none is intact: "), last
+    assert "step-00000008: optimizer.pt is missing" in last and "step-00000004: optimizer.pt is missing" in last
