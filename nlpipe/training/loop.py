@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
 import signal
 import statistics
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,7 +230,62 @@ def _is_better(value: float, best: float | None, greater: bool) -> bool:
     return best is None or (value > best if greater else value < best)
 
 
+@contextmanager
+def deterministic_kernels(enabled: bool, source: str = "recipe") -> Iterator[None]:
+    """While active (when `enabled`, i.e. ``train.deterministic: true``), torch uses only deterministic
+    kernels: no atomics in scatter/index backward, a fixed cuBLAS workspace, no cuDNN autotuning.
+
+    CPU training with nlpipe's models is reproducible at a fixed thread count without it; on GPUs it
+    is what makes two runs bit-identical, at some speed cost. The previous settings come back on exit.
+
+    Raises:
+        NlpipeError: an operation has no deterministic implementation on this device.
+    """
+    if not enabled:
+        yield
+        return
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by deterministic cuBLAS
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    except RuntimeError as exc:
+        if "deterministic" not in str(exc):
+            raise
+        raise NlpipeError(
+            f"{source}: key 'train.deterministic': {str(exc).splitlines()[0][:200]}; set train.deterministic: false "
+            "(runs are then reproducible only up to such kernels)"
+        ) from None
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous[2], previous[3]
+
+
 def train(
+    task: Task,
+    model: torch.nn.Module,
+    encoded: Any,
+    raw: Any,
+    recipe: Recipe,
+    run_dir: Path,
+    accelerator: Any,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    identity: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train `model` on ``encoded['train']``, selecting on ``recipe.eval.metric`` over the validation split.
+
+    See `_train`; with ``train.deterministic: true`` it runs under `deterministic_kernels`.
+    """
+    with deterministic_kernels(recipe.train.deterministic, str(recipe.source)):
+        return _train(task, model, encoded, raw, recipe, run_dir, accelerator, resume=resume, progress=progress,
+                      identity=identity)
+
+
+def _train(
     task: Task,
     model: torch.nn.Module,
     encoded: Any,

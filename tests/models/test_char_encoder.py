@@ -162,4 +162,4 @@ def test_gradients_are_bit_identical_with_several_threads(kind):
             grads.append([p.grad.clone() for p in encoder.parameters()])
     finally:
         torch.set_num_threads(threads)
-    assert all(torch.equal(a, b) for later in grads[1:] for a, b in zip(grads[0], later))
+    assert all(torch.equal(a, b) for later in grads[1:] for a, b in zip(grads[0], later, strict=True))
