@@ -350,6 +350,7 @@ def check_resume_identity(run_dir: Path, identity: dict[str, Any]) -> None:
         from ..recipe import parse_recipe, read_yaml
 
         saved = {"recipe": parse_recipe(read_yaml(run_dir / "recipe.yaml"), str(run_dir / "recipe.yaml")).to_dict()}
+    saved = json.loads(json.dumps(saved, default=str))
     now = json.loads(json.dumps(identity, default=str))  # the JSON form the checkpoint holds (lists, not tuples)
     problems = []
     if "recipe" in saved and "recipe" in now:

@@ -449,6 +449,7 @@ def _train(
         if improved:
             state.update(best_metric=value, best_step=state["global_step"], evals_without_improvement=0)
             accelerator.wait_for_everyone()
+            failed = None
             if accelerator.is_main_process:
                 ckpt_root.mkdir(parents=True, exist_ok=True)
                 tmp = best_path.with_name(".best.tmp.safetensors")
@@ -457,7 +458,9 @@ def _train(
                     tmp.replace(best_path)
                 except OSError as exc:
                     tmp.unlink(missing_ok=True)
-                    raise write_failed(exc, "the best model") from None
+                    failed = exc
+            if _any_process(accelerator, failed is not None)[0]:  # every process stops together
+                raise write_failed(failed or OSError("on the main process"), "the best model")
         else:
             state["evals_without_improvement"] += 1
         state["last_eval_step"] = state["global_step"]
