@@ -78,6 +78,9 @@ class TrainSection:
     """Write a resumable checkpoint every N steps (always also at each evaluation)."""
     bptt_length: int = 35
     """Causal LM on a stream: truncated back-propagation length."""
+    deterministic: bool = False
+    """Use only deterministic kernels (torch.use_deterministic_algorithms): needed for bit-identical runs
+    on GPUs (atomics in scatter/index backward, cuBLAS); CPU runs are reproducible without it."""
 
 
 @dataclass

@@ -74,12 +74,14 @@ def _check_output_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise NlpipeError(f"{run_dir}: exists and is not a folder; choose another --output-dir")
     if resume:
-        from .training.checkpointing import latest_checkpoint
+        from .training.checkpointing import find_resumable
 
-        if latest_checkpoint(run_dir / "checkpoints") is None:
+        found, damaged = find_resumable(run_dir / "checkpoints")
+        if found is None:
             raise NlpipeError(
-                f"{run_dir}: no checkpoint to resume from (no complete {run_dir / 'checkpoints'}/step-*); "
-                "run again without --resume"
+                f"{run_dir}: no checkpoint to resume from "
+                + (f"(none is intact: {'; '.join(damaged)}); rerun with --overwrite" if damaged else
+                   f"(no complete {run_dir / 'checkpoints'}/step-*); run again without --resume")
             )
     if run_dir.is_dir() and any(run_dir.iterdir()) and not resume:
         if not overwrite:
@@ -112,6 +114,26 @@ def _check_output_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     free = shutil.disk_usage(existing).free
     if free < 50 * 2**20:
         raise NlpipeError(f"{run_dir}: only {free // 2**20} MiB free on that disk; free space or choose another --output-dir")
+
+
+def _remove_unstarted_run(run_dir: Path, existed: bool, before: set[Path]) -> None:
+    """A run that failed before its first checkpoint has nothing to resume: take back the files it
+    wrote (only those, only names nlpipe writes) so that rerunning the same command is not refused."""
+    if any(p.is_dir() for p in (run_dir / "checkpoints").glob("step-*")):
+        return
+    for name in ("recipe.yaml", "train_log.jsonl", "logs", "checkpoints"):
+        item = run_dir / name
+        if item in before or not (item.exists() or item.is_symlink()):
+            continue
+        if item.is_dir() and not item.is_symlink():
+            shutil.rmtree(item, ignore_errors=True)
+        else:
+            item.unlink(missing_ok=True)
+    if not existed:
+        try:
+            run_dir.rmdir()
+        except OSError:
+            pass
 
 
 def make_accelerator(recipe: Recipe, run_dir: Path | None, *, cpu: bool | None = None) -> Any:
@@ -191,6 +213,7 @@ def run_recipe(
     from accelerate.utils import set_seed
 
     from .model_card import write_model_card
+    from .training.checkpointing import check_resume_identity, data_fingerprint
     from .training.loop import train
 
     recipe = name_or_path if isinstance(name_or_path, Recipe) else load_recipe(name_or_path, overrides)
@@ -200,6 +223,9 @@ def run_recipe(
         check_push_settings(recipe)
     run_dir = Path(output_dir or Path("runs") / recipe.name)
     _check_output_dir(run_dir, resume, overwrite)
+    identity = {"recipe": recipe.to_dict(), "data": describe_source(data, data_dir)}
+    if resume:  # refuse another recipe or data source before loading or writing anything
+        check_resume_identity(run_dir, identity)
     accelerator = make_accelerator(recipe, run_dir)
     set_seed(recipe.train.seed)
 
@@ -207,6 +233,9 @@ def run_recipe(
         recipe.data.dataset, source=data, data_dir=data_dir, seed=recipe.train.seed,
         max_train_examples=recipe.data.max_train_examples, max_eval_examples=recipe.data.max_eval_examples,
     )
+    identity["data_sha256"] = data_fingerprint(dataset)
+    if resume:
+        check_resume_identity(run_dir, identity)
     task = get_task(recipe)
     task.setup(dataset, recipe.data.dataset)
     spec = load_spec(recipe.tokenizer["spec"], {k: v for k, v in recipe.tokenizer.items() if k != "spec"},
@@ -222,12 +251,20 @@ def run_recipe(
         f"{recipe.name}: {recipe.model['type']} with {n_params:,} parameters; "
         f"{len(dataset['train']):,} training examples; {machine_description()}"
     )
+    existed = run_dir.is_dir()
+    before = set(run_dir.iterdir()) if existed else set()
     run_dir.mkdir(parents=True, exist_ok=True)  # first write: the data, tokenizer and model are fine
-    if accelerator.is_main_process:
+    if accelerator.is_main_process and not resume:  # a resume keeps the run's recipe.yaml (checked equal above)
         dump_recipe(recipe, run_dir / "recipe.yaml")
     accelerator.init_trackers(recipe.name.replace("/", "_"))
 
-    result = train(task, model, encoded, dataset, recipe, run_dir, accelerator, resume=resume, progress=progress)
+    try:
+        result = train(task, model, encoded, dataset, recipe, run_dir, accelerator, resume=resume,
+                       progress=progress, identity=identity)
+    except (NlpipeError, KeyboardInterrupt):
+        if not resume and accelerator.is_main_process:
+            _remove_unstarted_run(run_dir, existed, before)
+        raise
 
     import torch
 

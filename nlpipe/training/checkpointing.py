@@ -5,6 +5,12 @@ states, ``trainer_state.json`` (epoch, position in the epoch, step, best score, 
 carries tensors between batches (a recurrent LM's state), ``task_state.safetensors``. It is
 written under a temporary name, then renamed; ``checkpoints/latest`` (itself replaced atomically)
 names the newest complete one. Everything is loaded with ``weights_only=True``: nothing is unpickled.
+
+Each checkpoint also holds ``manifest.json`` (every file's size), written last: `checkpoint_problem`
+checks it, the safetensors header and the zip directory of each ``*.pt`` file, so a truncated or
+half-copied checkpoint is recognised before anything is loaded. `find_resumable` walks from the
+``latest`` pointer to older checkpoints until it finds an intact one (two are kept), saying why it
+skipped each. A failed write (a full disk) removes its partial folder and leaves ``latest`` as it was.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ import json
 import os
 import random
 import shutil
+import struct
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +29,43 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from ..errors import NlpipeError
+
+#: How many complete checkpoints are kept: the newest, and one to fall back to if it is damaged.
+KEEP_CHECKPOINTS = 2
+#: Files every checkpoint must hold (more are optional: rng_per_process.pt, task_state.safetensors).
+REQUIRED_FILES = ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng.pt", "trainer_state.json")
+
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write a text file via a temporary file + rename, so readers never see half a file."""
+    """Write a text file via a temporary file + rename, so readers never see half a file.
+
+    On failure (a full disk) the temporary file is removed and `path` is left as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def remove_temporary_files(run_dir: Path) -> list[Path]:
+    """Remove what an interrupted write leaves behind (temporary checkpoint folders, half-written
+    ``latest``/``best``/log files): only names that nlpipe's own atomic writes use. Returns them."""
+    root = run_dir / "checkpoints"
+    found = [*root.glob(".step-*"), *root.glob(".latest.*"), *root.glob(".best.tmp*"),
+             *run_dir.glob(".train_log.jsonl.*")]
+    for stale in found:
+        if stale.is_symlink() or not stale.is_dir():
+            stale.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(stale, ignore_errors=True)
+    return found
 
 
 def rng_state() -> dict[str, Any]:
@@ -62,7 +97,7 @@ def save_checkpoint(
     optimizer: Any,
     scheduler: Any,
     trainer_state: dict[str, Any],
-    keep: int = 1,
+    keep: int = KEEP_CHECKPOINTS,
     *,
     rng_states: list[dict[str, Any]] | None = None,
     task_state: dict[str, torch.Tensor] | None = None,
@@ -73,29 +108,41 @@ def save_checkpoint(
         rng_states: one `rng_state()` per process (index = process index) when training with several
             processes; by default this process's state only.
         task_state: the task's carried tensors (`Task.training_state`); written when not empty.
+
+    Raises:
+        OSError: the write failed (e.g. ENOSPC). The partial folder is removed and ``latest`` still
+            names the previous checkpoint.
     """
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{trainer_state['global_step']:08d}"
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
-    save_model(model, str(tmp / "model.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    states = rng_states or [rng_state()]
-    torch.save(states[0], tmp / "rng.pt")
-    if len(states) > 1:
-        torch.save(states, tmp / "rng_per_process.pt")
-    if task_state:
-        save_file({name: t.detach().cpu().contiguous() for name, t in task_state.items()},
-                  str(tmp / "task_state.safetensors"))
-    (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
-    for file in tmp.iterdir():
-        with open(file, "rb") as handle:
-            os.fsync(handle.fileno())
     final = root / name
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    write_text_atomic(root / "latest", name)
+    try:
+        save_model(model, str(tmp / "model.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        states = rng_states or [rng_state()]
+        torch.save(states[0], tmp / "rng.pt")
+        if len(states) > 1:
+            torch.save(states, tmp / "rng_per_process.pt")
+        if task_state:
+            save_file({name: t.detach().cpu().contiguous() for name, t in task_state.items()},
+                      str(tmp / "task_state.safetensors"))
+        (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
+        sizes = {file.name: file.stat().st_size for file in tmp.iterdir()}
+        (tmp / "manifest.json").write_text(json.dumps({"files": sizes}))
+        for file in tmp.iterdir():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        write_text_atomic(root / "latest", name)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if final.exists() and _pointer(root) != name:  # renamed but never made the latest: take it back
+            shutil.rmtree(final, ignore_errors=True)
+        raise
     complete = sorted(p for p in root.glob("step-*") if p.is_dir())
     for old in complete[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
@@ -104,13 +151,101 @@ def save_checkpoint(
     return final
 
 
-def latest_checkpoint(root: Path) -> Path | None:
-    """The newest complete checkpoint under `root`, or None."""
-    pointer = root / "latest"
-    if not pointer.is_file():
+def _pointer(root: Path) -> str | None:
+    try:
+        return (root / "latest").read_text(encoding="utf-8").strip() or None
+    except (OSError, UnicodeDecodeError):
         return None
-    path = root / pointer.read_text().strip()
-    return path if (path / "trainer_state.json").is_file() else None
+
+
+def _safetensors_problem(file: Path) -> str | None:
+    """Why a safetensors file cannot be complete (header unreadable, data shorter than it says)."""
+    size = file.stat().st_size
+    with open(file, "rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            return f"{file.name} is truncated ({size} bytes)"
+        (header_len,) = struct.unpack("<Q", head)
+        if header_len > size - 8:
+            return f"{file.name} is truncated (header of {header_len} bytes, file of {size})"
+        try:
+            header = json.loads(handle.read(header_len))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return f"{file.name} has a damaged header"
+    try:
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (TypeError, KeyError, ValueError, IndexError):
+        return f"{file.name} has a damaged header"
+    if 8 + header_len + end != size:
+        return f"{file.name} is truncated ({size} bytes, {8 + header_len + end} expected)"
+    return None
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why the checkpoint folder `path` cannot be resumed from, or None when it looks intact.
+
+    Cheap: reads headers, the manifest of sizes and the zip directories, not the tensors."""
+    if not path.is_dir():
+        return "no such folder"
+    for name in REQUIRED_FILES:
+        if not (path / name).is_file():
+            return f"{name} is missing"
+    try:
+        state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return f"trainer_state.json is not valid JSON ({exc.__class__.__name__})"
+    if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
+        return "trainer_state.json lacks the training position (global_step)"
+    manifest = path / "manifest.json"
+    if manifest.is_file():  # checkpoints written before manifests existed have none
+        try:
+            sizes = json.loads(manifest.read_text(encoding="utf-8"))["files"]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+            return "manifest.json is damaged"
+        for name, size in sizes.items():
+            file = path / name
+            if not file.is_file():
+                return f"{name} is missing"
+            actual = file.stat().st_size
+            if actual < size:
+                return f"{name} is truncated ({actual} of {size} bytes)"
+            if actual != size:
+                return f"{name} has {actual} bytes, {size} were written"
+    for file in sorted(path.glob("*.safetensors")):
+        problem = _safetensors_problem(file)
+        if problem:
+            return problem
+    for file in sorted(path.glob("*.pt")):
+        try:
+            with zipfile.ZipFile(file) as archive:
+                archive.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return f"{file.name} is truncated or damaged"
+    return None
+
+
+def find_resumable(root: Path) -> tuple[Path | None, list[str]]:
+    """The newest intact checkpoint under `root` (the ``latest`` pointer's first, then older ones),
+    and one line per damaged checkpoint or pointer skipped on the way."""
+    notes: list[str] = []
+    pointer = _pointer(root)
+    candidates = sorted((p for p in root.glob("step-*") if p.is_dir()), reverse=True)
+    if (root / "latest").exists() and (pointer is None or not (root / pointer).is_dir()):
+        what = "is empty or unreadable" if pointer is None else f"names '{pointer[:80]}', which does not exist"
+        notes.append(f"{root / 'latest'} {what}")
+    elif pointer is not None:
+        candidates.sort(key=lambda p: p.name != pointer)  # the pointer's target first, then newest first
+    for path in candidates:
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path, notes
+        notes.append(f"{path}: {problem}")
+    return None, notes
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The newest intact checkpoint under `root`, or None (see `find_resumable` for the reasons)."""
+    return find_resumable(root)[0]
 
 
 def load_rng_state(path: Path, process_index: int = 0, num_processes: int = 1) -> dict[str, Any]:
@@ -131,16 +266,113 @@ def load_checkpoint(
     With `restore_rng` the RNG states are restored at once; the training loop passes False and
     restores them (`load_rng_state` + `set_rng_state`) right before its first batch, because
     building the data iterator in between must not shift the random stream.
+
+    Raises:
+        NlpipeError: the checkpoint does not fit the model (another model size, vocabulary or label
+            set) or cannot be read.
     """
-    load_model(model, str(path / "model.safetensors"))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    if restore_rng:
-        set_rng_state(load_rng_state(path))
-    return json.loads((path / "trainer_state.json").read_text())
+    try:
+        load_model(model, str(path / "model.safetensors"))
+    except (RuntimeError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()
+        raise NlpipeError(
+            f"{path / 'model.safetensors'}: does not fit the model this recipe and data build "
+            f"({first[-1][:200] if first else exc.__class__.__name__}); resume with the recipe, overrides and "
+            "data the run started with"
+        ) from None
+    try:
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+        scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+        if restore_rng:
+            set_rng_state(load_rng_state(path))
+        return json.loads((path / "trainer_state.json").read_text())
+    except (RuntimeError, ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise NlpipeError(
+            f"{path}: cannot be loaded ({str(exc).splitlines()[0][:200] if str(exc) else exc.__class__.__name__}); "
+            "delete this checkpoint folder to resume from the one before it, or rerun with --overwrite"
+        ) from None
 
 
 def load_task_state(path: Path) -> dict[str, torch.Tensor]:
     """The task's carried tensors saved in a checkpoint (empty when it carried none)."""
     file = path / "task_state.safetensors"
     return load_file(str(file)) if file.is_file() else {}
+
+
+#: Recipe keys that may change between a run and its resume (they do not touch the training).
+RESUME_MAY_CHANGE = ("description", "push_to_hub", "hub")
+
+
+def data_fingerprint(dataset: Any) -> str:
+    """A content hash of every split of a data set (rows in order), so that a resume can tell whether
+    it trains on the same data."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for split in sorted(dataset):
+        digest.update(f"\0{split}\0".encode())
+        for batch in dataset[split].iter(batch_size=1000):
+            digest.update(json.dumps(batch, sort_keys=True, default=str, ensure_ascii=False).encode("utf-8",
+                                                                                                  "surrogatepass"))
+    return digest.hexdigest()[:24]
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in list(old) + [k for k in new if k not in old]:
+            name = f"{prefix}{key}"
+            if not prefix and key in RESUME_MAY_CHANGE:
+                continue
+            out += _differences(old.get(key), new.get(key), name + ".")
+        return out
+    if old != new:
+        return [f"{prefix.rstrip('.')}: {json.dumps(old)[:60]} -> {json.dumps(new)[:60]}"]
+    return []
+
+
+def check_resume_identity(run_dir: Path, identity: dict[str, Any]) -> None:
+    """Refuse to resume `run_dir` with another recipe, data source or data than it started with.
+
+    `identity` holds what this invocation would train with: ``recipe`` (`Recipe.to_dict()`), ``data``
+    (`describe_source`) and, once the data is loaded, ``data_sha256`` (`data_fingerprint`). It is
+    compared with what the newest intact checkpoint recorded (or, for checkpoints older than that
+    record, with ``recipe.yaml``). Call it before writing anything.
+
+    Raises:
+        NlpipeError: one line naming what differs.
+    """
+    found, _ = find_resumable(run_dir / "checkpoints")
+    if found is None:
+        return  # the caller reports the missing checkpoint
+    saved = json.loads((found / "trainer_state.json").read_text(encoding="utf-8")).get("identity") or {}
+    if "recipe" not in saved and (run_dir / "recipe.yaml").is_file():
+        from ..recipe import parse_recipe, read_yaml
+
+        saved = {"recipe": parse_recipe(read_yaml(run_dir / "recipe.yaml"), str(run_dir / "recipe.yaml")).to_dict()}
+    saved = json.loads(json.dumps(saved, default=str))
+    now = json.loads(json.dumps(identity, default=str))  # the JSON form the checkpoint holds (lists, not tuples)
+    problems = []
+    if "recipe" in saved and "recipe" in now:
+        changed = _differences(saved["recipe"], now["recipe"])
+        if changed:
+            problems.append("recipe differs (" + "; ".join(changed[:4]) + ("; ..." if len(changed) > 4 else "") + ")")
+    if "data" in saved and "data" in now and saved["data"].get("source") != now["data"].get("source"):
+        problems.append(f"data source differs (the run used {_source_words(saved['data'])}, this is "
+                        f"{_source_words(now['data'])})")
+    elif saved.get("data_sha256") and now.get("data_sha256") and saved["data_sha256"] != now["data_sha256"]:
+        problems.append("the data differs from the data the run started with (content hash "
+                        f"{saved['data_sha256'][:12]} -> {now['data_sha256'][:12]})")
+    if problems:
+        raise NlpipeError(
+            f"{run_dir}: cannot resume: {'; '.join(problems)}; resume with the recipe, overrides and data the run "
+            "started with, or start a new run (another --output-dir, or --overwrite)"
+        )
+
+
+def _source_words(data: dict[str, Any]) -> str:
+    if data.get("source") == "sample":
+        return "--data sample"
+    if data.get("source") == "dir":
+        return f"--data-dir {data.get('data_dir')}"
+    return "the Hub"

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
 import signal
+import statistics
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,10 +31,12 @@ from ..recipe import Recipe
 from ..tasks.base import Task
 from .batching import LengthBucketBatchSampler
 from .checkpointing import (
+    find_resumable,
     latest_checkpoint,
     load_checkpoint,
     load_rng_state,
     load_task_state,
+    remove_temporary_files,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -58,7 +64,30 @@ class _StopTraining(Exception):
 
 
 class _Interrupted(Exception):
-    """Internal: Ctrl-C was pressed and the loop reached a step boundary (a consistent checkpoint)."""
+    """Internal: Ctrl-C or SIGTERM arrived and the loop reached a step boundary (a consistent checkpoint)."""
+
+
+#: A loss above this many times the median of the recent losses (and above this many times 1.0, so
+#: that a loss near zero late in training may still spike) counts as divergence. Cross-entropy-like
+#: losses do not jump three orders of magnitude in a healthy run; a learning rate far too high does.
+DIVERGENCE_FACTOR = 1000.0
+#: How many recent batch losses the divergence test compares against (kept in the checkpoint).
+DIVERGENCE_WINDOW = 50
+
+
+def divergence(loss: float, recent: list[float]) -> str | None:
+    """Why a batch loss means the training diverged, or None.
+
+    Non-finite, or above `DIVERGENCE_FACTOR` × max(median of the recent losses, 1).
+    """
+    if not math.isfinite(loss):
+        return f"loss became {loss}"
+    if recent:
+        reference = max(statistics.median(recent), 1.0)
+        if loss > DIVERGENCE_FACTOR * reference:
+            return (f"loss exploded to {loss:.3g} (over {DIVERGENCE_FACTOR:g}x the recent median "
+                    f"{statistics.median(recent):.3g})")
+    return None
 
 
 def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
@@ -160,31 +189,78 @@ def _resume_command(recipe: Recipe, run_dir: Path) -> str:
 
 
 class _DeferredInterrupt:
-    """Turn the first Ctrl-C into a flag the loop reads at the next step boundary (a consistent
-    checkpoint); a second Ctrl-C interrupts at once."""
+    """Turn the first Ctrl-C (SIGINT) or SIGTERM (what `kill` and job schedulers send) into a flag the
+    loop reads at the next step boundary, before that step's forward pass, so the checkpoint holds the
+    RNG and carried task state of a step boundary; a second signal interrupts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
+        self.signum = signal.SIGINT
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def name(self) -> str:
+        return "Ctrl-C" if self.signum == signal.SIGINT else signal.Signals(self.signum).name
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.signum)  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
-        print("\nCtrl-C: saving a checkpoint at the end of this step (press again to stop at once)", file=sys.stderr)
+        self.requested, self.signum = True, signum
+        print(f"\n{self.name}: saving a checkpoint at the end of this step (send it again to stop at once)",
+              file=sys.stderr)
 
     def __enter__(self) -> _DeferredInterrupt:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
 
 def _is_better(value: float, best: float | None, greater: bool) -> bool:
     return best is None or (value > best if greater else value < best)
+
+
+@contextmanager
+def deterministic_kernels(enabled: bool, source: str = "recipe") -> Iterator[None]:
+    """While active (when `enabled`, i.e. ``train.deterministic: true``), torch uses only deterministic
+    kernels: no atomics in scatter/index backward, a fixed cuBLAS workspace, no cuDNN autotuning.
+
+    CPU training with nlpipe's models is reproducible at a fixed thread count without it; on GPUs it
+    is what makes two runs bit-identical, at some speed cost. The previous settings come back on exit.
+
+    Raises:
+        NlpipeError: an operation has no deterministic implementation on this device.
+    """
+    if not enabled:
+        yield
+        return
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by deterministic cuBLAS
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    except RuntimeError as exc:
+        if "deterministic" not in str(exc):
+            raise
+        raise NlpipeError(
+            f"{source}: key 'train.deterministic': {str(exc).splitlines()[0][:200]}; set train.deterministic: false "
+            "(runs are then reproducible only up to such kernels)"
+        ) from None
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous[2], previous[3]
 
 
 def train(
@@ -198,6 +274,29 @@ def train(
     *,
     resume: bool = False,
     progress: bool = True,
+    identity: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train `model` on ``encoded['train']``, selecting on ``recipe.eval.metric`` over the validation split.
+
+    See `_train`; with ``train.deterministic: true`` it runs under `deterministic_kernels`.
+    """
+    with deterministic_kernels(recipe.train.deterministic, str(recipe.source)):
+        return _train(task, model, encoded, raw, recipe, run_dir, accelerator, resume=resume, progress=progress,
+                      identity=identity)
+
+
+def _train(
+    task: Task,
+    model: torch.nn.Module,
+    encoded: Any,
+    raw: Any,
+    recipe: Recipe,
+    run_dir: Path,
+    accelerator: Any,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    identity: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train `model` on ``encoded['train']``, selecting on ``recipe.eval.metric`` over the validation split.
 
@@ -205,10 +304,14 @@ def train(
     (DDP through Accelerate) each one trains on its shard of every epoch, gradients are averaged, and
     only the main process writes files; ``train.batch_size`` is per process. Steps (``max_steps``,
     ``warmup_steps``, ``eval_every_steps``, ``checkpoint_every_steps``) count optimizer updates.
+    `identity` (recipe, data source, data hash) is stored in every checkpoint, so that a resume can
+    refuse other settings (`checkpointing.check_resume_identity`).
 
     Raises:
-        NlpipeError: on a NaN/inf loss (the last good checkpoint stays), on Ctrl-C (after saving a
-            checkpoint; exit code 130), or when `resume` is asked for but no checkpoint exists.
+        NlpipeError: on a diverging loss (NaN/inf, or exploding: `divergence`) or gradient norm, on
+            Ctrl-C or SIGTERM (after saving a checkpoint; exit code 130 / 143), on a failed checkpoint
+            write (a full disk; the previous checkpoint stays the one --resume uses), or when `resume`
+            is asked for but no intact checkpoint exists.
     """
     from transformers import get_scheduler
 
@@ -232,15 +335,24 @@ def train(
     state: dict[str, Any] = {
         "global_step": 0, "epoch": 0, "batches_done": 0, "best_metric": None, "best_step": None,
         "evals_without_improvement": 0, "train_tokens": 0, "train_seconds": 0.0, "eval_seconds": 0.0,
-        "num_processes": accelerator.num_processes, "history": [],
+        "num_processes": accelerator.num_processes, "history": [], "last_eval_step": None, "recent_losses": [],
+        "identity": identity or {},
     }
     log_path = run_dir / "train_log.jsonl"
     pending_rng: dict[str, Any] | None = None
     pending_task_state: dict[str, torch.Tensor] | None = None
     if resume:
-        found = latest_checkpoint(ckpt_root)
+        if accelerator.is_main_process:
+            remove_temporary_files(run_dir)  # what kills during earlier writes left behind
+        accelerator.wait_for_everyone()
+        found, notes = find_resumable(ckpt_root)
         if found is None:
-            raise NlpipeError(f"{ckpt_root}: no checkpoint to resume from; run again without --resume")
+            raise NlpipeError(
+                f"{ckpt_root}: no intact checkpoint to resume from ({'; '.join(notes) or 'none written'}); "
+                "rerun with --overwrite"
+            )
+        for note in notes:
+            accelerator.print(f"warning: {note}; falling back to {found.name}")
         state = load_checkpoint(found, unwrapped, optimizer, scheduler, restore_rng=False)
         saved_processes = state.get("num_processes", 1)
         if saved_processes != accelerator.num_processes and state["batches_done"]:
@@ -265,6 +377,15 @@ def train(
                 handle.write(json.dumps(record) + "\n")
         accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=state["global_step"])
 
+    def write_failed(exc: OSError, what: str) -> NlpipeError:
+        """One line for a failed write (ENOSPC, EDQUOT, EIO...): which, why, and what --resume will use."""
+        previous = latest_checkpoint(ckpt_root)
+        kept = (f"the previous checkpoint {previous.name} is intact and --resume uses it; free space, then resume "
+                f"with: {_resume_command(recipe, run_dir)}" if previous is not None else
+                "no checkpoint was written yet; free space, then rerun")
+        reason = exc.strerror or exc.__class__.__name__
+        return NlpipeError(f"{ckpt_root}: could not write {what} at step {state['global_step']} ({reason}); {kept}")
+
     def checkpoint() -> None:
         rngs = [rng_state()]
         if accelerator.num_processes > 1:
@@ -272,10 +393,43 @@ def train(
 
             rngs = gather_object(rngs)  # every process's own RNG: dropout differs per process
         accelerator.wait_for_everyone()
+        failed = None
         if accelerator.is_main_process:
-            save_checkpoint(ckpt_root, unwrapped, optimizer, scheduler, state, rng_states=rngs,
-                            task_state=task.training_state())
+            try:
+                save_checkpoint(ckpt_root, unwrapped, optimizer, scheduler, state, rng_states=rngs,
+                                task_state=task.training_state())
+            except OSError as exc:
+                failed = exc
+        if _any_process(accelerator, failed is not None)[0]:  # every process stops together
+            raise write_failed(failed or OSError("on the main process"), "the checkpoint")
         accelerator.wait_for_everyone()
+
+    def stop_reason() -> str | None:
+        """A stopping condition already met (checked when a resumed run starts: a checkpoint written at
+        max_steps, or at the evaluation that exhausted the patience, must not train one step more)."""
+        if t.max_steps and state["global_step"] >= t.max_steps:
+            return "max_steps"
+        if t.early_stopping_patience is not None and state["evals_without_improvement"] >= t.early_stopping_patience:
+            return "early_stopping"
+        if t.max_train_minutes and state["train_seconds"] > 60 * t.max_train_minutes:
+            return "max_train_minutes"
+        return None
+
+    def diverged(reason: str) -> NlpipeError:
+        previous = latest_checkpoint(ckpt_root)
+        # The loss of step N+1 is computed with the weights of step N: a checkpoint older than N held
+        # weights that still gave sound losses; one of step N holds the weights that gave this one.
+        if previous is None:
+            where = "no checkpoint was written, so nothing is kept"
+        elif json.loads((previous / "trainer_state.json").read_text())["global_step"] < state["global_step"]:
+            where = f"the last good checkpoint, {previous.name}, is intact"
+        else:
+            where = f"the newest checkpoint, {previous.name}, holds the weights that gave this loss"
+        rerun = "rerun with --overwrite" if previous is not None else "rerun"
+        return NlpipeError(
+            f"training diverged: {reason} at step {state['global_step'] + 1} (epoch {state['epoch']}); "
+            f"stopped before that update; {where}. Lower train.learning_rate or set train.max_grad_norm, then {rerun}"
+        )
 
     def evaluate_and_select() -> bool:
         """Evaluate on validation; keep the best weights; return True when early stopping triggers."""
@@ -295,13 +449,21 @@ def train(
         if improved:
             state.update(best_metric=value, best_step=state["global_step"], evals_without_improvement=0)
             accelerator.wait_for_everyone()
+            failed = None
             if accelerator.is_main_process:
                 ckpt_root.mkdir(parents=True, exist_ok=True)
                 tmp = best_path.with_name(".best.tmp.safetensors")
-                save_model(unwrapped, str(tmp))
-                tmp.replace(best_path)
+                try:
+                    save_model(unwrapped, str(tmp))
+                    tmp.replace(best_path)
+                except OSError as exc:
+                    tmp.unlink(missing_ok=True)
+                    failed = exc
+            if _any_process(accelerator, failed is not None)[0]:  # every process stops together
+                raise write_failed(failed or OSError("on the main process"), "the best model")
         else:
             state["evals_without_improvement"] += 1
+        state["last_eval_step"] = state["global_step"]
         log({"step": state["global_step"], "epoch": state["epoch"], "split": "validation",
              **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
         accelerator.print(
@@ -324,8 +486,12 @@ def train(
     stopped = "max_epochs"
     model.train()
     interrupt = _DeferredInterrupt()
+    recent_losses: list[float] = state.setdefault("recent_losses", [])
     try:
         with interrupt:
+            if resume and stop_reason():  # resumed from a checkpoint written when training had already stopped
+                stopped = stop_reason()
+                raise _StopTraining
             while state["epoch"] < t.max_epochs:
                 # Both: the prepared loader re-sets its sampler's epoch from its own counter on every
                 # iteration, and with several processes the sampler sits inside Accelerate's shard.
@@ -344,24 +510,31 @@ def train(
                         if pending_rng is not None:  # resumed: continue the random stream where it stopped
                             set_rng_state(pending_rng)
                             pending_rng = None
-                        at_step_boundary = batches_in_epoch == state["batches_done"]
+                        # Before the forward pass: it draws dropout masks and moves a carried state,
+                        # which the checkpoint of this step boundary must not include.
+                        if batches_in_epoch == state["batches_done"] and _any_process(
+                            accelerator, interrupt.requested
+                        )[0]:
+                            raise _Interrupted
                         with accelerator.accumulate(model):
                             loss = task.loss(model, batch)
-                            nonfinite, interrupted = _any_process(
-                                accelerator, not bool(torch.isfinite(loss.detach())), interrupt.requested
-                            )
-                            if nonfinite:
-                                raise NlpipeError(
-                                    f"loss became {loss.item()} at step {state['global_step'] + 1} "
-                                    f"(epoch {state['epoch']}); training stopped before that update, the last good "
-                                    f"checkpoint in {ckpt_root} is intact; lower train.learning_rate or set "
-                                    "train.max_grad_norm, then rerun"
-                                )
-                            if interrupted and at_step_boundary:
-                                raise _Interrupted
+                            value = loss.item()
+                            bad = divergence(value, recent_losses)
+                            if _any_process(accelerator, bad is not None)[0]:
+                                raise diverged(bad or "the loss diverged on another process")
                             accelerator.backward(loss)
-                            if accelerator.sync_gradients and t.max_grad_norm:
-                                accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                            if accelerator.sync_gradients:
+                                # A non-finite gradient stops the run before it reaches the weights (and a
+                                # checkpoint). Under fp16 the loss scaler skips such steps by design.
+                                norm = None
+                                if t.max_grad_norm:
+                                    norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                                elif accelerator.mixed_precision != "fp16":
+                                    norm = torch.nn.utils.get_total_norm(
+                                        [p.grad for p in model.parameters() if p.grad is not None])
+                                if (norm is not None and accelerator.mixed_precision != "fp16"
+                                        and not math.isfinite(float(norm))):
+                                    raise diverged(f"gradient norm became {float(norm)}")
                             optimizer.step()
                             if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
                                 scheduler.step()
@@ -370,7 +543,8 @@ def train(
                         tokens = task.count_tokens(batch)
                         window_tokens += tokens
                         state["train_tokens"] += tokens
-                        value = loss.item()
+                        recent_losses.append(value)
+                        del recent_losses[:-DIVERGENCE_WINDOW]
                         running_loss = value if running_loss is None else 0.95 * running_loss + 0.05 * value
                         state["running_loss"] = running_loss
                         if not accelerator.sync_gradients:
@@ -413,22 +587,24 @@ def train(
                     stopped = "early_stopping"
                     break
     except _StopTraining:
-        if state["best_step"] != state["global_step"]:
+        if state.get("last_eval_step", state["best_step"]) != state["global_step"]:
             evaluate_and_select()
     except _Interrupted:
         bar.close()
         checkpoint()
         raise NlpipeError(
-            f"interrupted at step {state['global_step']}; a checkpoint is in {ckpt_root}. "
+            f"interrupted ({interrupt.name}) at step {state['global_step']}; a checkpoint is in {ckpt_root}. "
             f"Resume with: {_resume_command(recipe, run_dir)}",
-            exit_code=130,
+            exit_code=interrupt.exit_code,
         ) from None
-    except KeyboardInterrupt:  # a second Ctrl-C: stop at once, the state may be mid-step
+    except KeyboardInterrupt:  # a second signal: stop at once, the state may be mid-step
         bar.close()
+        previous = latest_checkpoint(ckpt_root)
         raise NlpipeError(
-            f"interrupted mid-step at step {state['global_step']}; the last checkpoint in {ckpt_root} is kept. "
-            f"Resume with: {_resume_command(recipe, run_dir)}",
-            exit_code=130,
+            f"interrupted mid-step at step {state['global_step']}; "
+            + (f"the last checkpoint, {previous.name}, is kept. Resume with: {_resume_command(recipe, run_dir)}"
+               if previous is not None else "no checkpoint was written yet; rerun"),
+            exit_code=interrupt.exit_code,
         ) from None
     finally:
         bar.close()

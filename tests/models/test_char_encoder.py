@@ -142,3 +142,24 @@ def test_repeated_words_get_the_gradients_of_separate_encodings(kind):
     (reference * weights).sum().backward()
     for name, param in encoder.named_parameters():
         torch.testing.assert_close(ours[name], param.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "lstm"])
+def test_gradients_are_bit_identical_with_several_threads(kind):
+    """Enough words that torch parallelises the backward of the gather of distinct spellings: with
+    ``encoded[occurrence]`` (atomic adds) two backward passes differed in the last bits."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(0)
+        encoder = CharWordEncoder(num_chars=12, char_embedding_dim=30, hidden_size=30, kind=kind)
+        char_ids = torch.randint(1, 12, (64, 40, 2))  # 2,560 words, few distinct spellings
+        weights = torch.randn(64, 40, encoder.output_dim)
+        grads = []
+        for _ in range(8):
+            encoder.zero_grad()
+            (encoder(char_ids) * weights).sum().backward()
+            grads.append([p.grad.clone() for p in encoder.parameters()])
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for later in grads[1:] for a, b in zip(grads[0], later, strict=True))

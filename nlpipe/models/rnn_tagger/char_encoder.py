@@ -119,10 +119,13 @@ class CharWordEncoder(nn.Module):
             # Drop columns that are padding for every word: less work, same result.
             words = words[:, : int(lengths[nonempty].max())]  # (N, L)
             # Encode each distinct spelling once ("the", ",", "." repeat many times in a batch); indexing
-            # the results back sums the gradients of the repeats, so this is exact.
+            # the results back sums the gradients of the repeats, so this is exact. index_select, not
+            # encoded[occurrence]: the latter's backward (index_put_ with accumulate) adds with atomics in
+            # parallel on a multi-threaded CPU once a batch has ~1,100 words, so two runs differ in the
+            # last bits; index_select's backward (index_add_) adds in a fixed order.
             distinct, occurrence = torch.unique(words, dim=0, return_inverse=True)  # (U, L), (N,)
             encoded = self._encode(distinct, distinct.ne(self.padding_idx).sum(dim=1))  # (U, D)
-            output[nonempty] = encoded[occurrence].to(output.dtype)
+            output[nonempty] = encoded.index_select(0, occurrence).to(output.dtype)
         return output.reshape(batch_size, num_words, self.output_dim)  # (B, T, D)
 
     def _encode(self, words: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
