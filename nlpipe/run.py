@@ -28,6 +28,7 @@ from typing import Any
 from .data.catalog import describe_source, load_data
 from .errors import NlpipeError
 from .recipe import Recipe, dump_recipe, load_recipe, parse_recipe, read_yaml
+from .run_folder import identity_fields, prepare_run_folder
 from .tasks import get_task
 from .tokenizer_training import load_spec, train_tokenizer
 
@@ -70,48 +71,8 @@ def git_commit() -> str | None:
 
 
 def _check_output_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Fail before training when the folder is unusable (unwritable, or a previous run would be lost)."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise NlpipeError(f"{run_dir}: exists and is not a folder; choose another --output-dir")
-    if resume:
-        from .training.checkpointing import latest_checkpoint
-
-        if latest_checkpoint(run_dir / "checkpoints") is None:
-            raise NlpipeError(
-                f"{run_dir}: no checkpoint to resume from (no complete {run_dir / 'checkpoints'}/step-*); "
-                "run again without --resume"
-            )
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not resume:
-        if not overwrite:
-            raise NlpipeError(
-                f"{run_dir}: folder already holds a run; pass --resume to continue it, --overwrite to replace it, "
-                "or choose another --output-dir"
-            )
-        for item in run_dir.iterdir():
-            shutil.rmtree(item) if item.is_dir() else item.unlink()
-    # Probe by writing, then take back the folders the probe made: a run that fails later on a bad
-    # recipe or bad data leaves nothing behind (run_recipe creates the folder once it starts writing).
-    new_dirs = []
-    existing = run_dir
-    while not existing.exists() and existing != existing.parent:
-        new_dirs.append(existing)
-        existing = existing.parent
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_bytes(b"x" * 1024)
-        probe.unlink()
-    except OSError as exc:
-        raise NlpipeError(f"{run_dir}: cannot write there ({exc.strerror}); choose another --output-dir") from exc
-    finally:
-        for folder in new_dirs:  # deepest first
-            try:
-                folder.rmdir()
-            except OSError:
-                break
-    free = shutil.disk_usage(existing).free
-    if free < 50 * 2**20:
-        raise NlpipeError(f"{run_dir}: only {free // 2**20} MiB free on that disk; free space or choose another --output-dir")
+    """Fail before training when the folder is unusable (see `run_folder.prepare_run_folder`); write nothing."""
+    prepare_run_folder(run_dir, resume=resume, overwrite=overwrite).release()
 
 
 def make_accelerator(recipe: Recipe, run_dir: Path | None, *, cpu: bool | None = None) -> Any:
@@ -188,18 +149,47 @@ def run_recipe(
     Raises:
         NlpipeError: any problem the user can fix (recipe, data, folder, NaN loss, interruption).
     """
-    from accelerate.utils import set_seed
-
-    from .model_card import write_model_card
-    from .training.loop import train
-
     recipe = name_or_path if isinstance(name_or_path, Recipe) else load_recipe(name_or_path, overrides)
     if recipe.push_to_hub:  # fail now, not after training, on a bad repo id or a missing token
         from .hub import check_push_settings
 
         check_push_settings(recipe)
-    run_dir = Path(output_dir or Path("runs") / recipe.name)
-    _check_output_dir(run_dir, resume, overwrite)
+    # The run folder is decided and locked before anything is loaded; an overwrite trains beside the old
+    # run and replaces it only at the end (see nlpipe/run_folder.py).
+    folder = prepare_run_folder(output_dir or Path("runs") / recipe.name, resume=resume, overwrite=overwrite,
+                                writer=int(os.environ.get("RANK", "0")) == 0)
+    try:
+        result = _train_and_write(recipe, folder.work_dir, folder, data=data, data_dir=data_dir, resume=resume,
+                                  progress=progress)
+    except NlpipeError as exc:
+        folder.abandon()
+        if folder.staged:
+            raise NlpipeError(f"{exc}; the previous run in {folder.target} is untouched",
+                              exit_code=exc.exit_code) from exc
+        raise
+    except BaseException:
+        folder.abandon()
+        raise
+    run_dir = folder.finish()
+    if recipe.push_to_hub and int(os.environ.get("RANK", "0")) == 0:
+        from .hub import push_run
+
+        url = push_run(run_dir, recipe.hub.repo_id, private=recipe.hub.private, revision=recipe.hub.revision,
+                       commit_message=recipe.hub.commit_message)
+        print(f"pushed to {url}")
+    return RunResult(run_dir=run_dir, metrics=result)
+
+
+def _train_and_write(
+    recipe: Recipe, run_dir: Path, folder: Any, *, data: str | None, data_dir: str | Path | None, resume: bool,
+    progress: bool,
+) -> dict[str, Any]:
+    """Load data, train, evaluate and write the run into `run_dir` (the work folder); return the metrics."""
+    from accelerate.utils import set_seed
+
+    from .model_card import write_model_card
+    from .training.loop import train
+
     accelerator = make_accelerator(recipe, run_dir)
     set_seed(recipe.train.seed)
 
@@ -222,7 +212,7 @@ def run_recipe(
         f"{recipe.name}: {recipe.model['type']} with {n_params:,} parameters; "
         f"{len(dataset['train']):,} training examples; {machine_description()}"
     )
-    run_dir.mkdir(parents=True, exist_ok=True)  # first write: the data, tokenizer and model are fine
+    folder.create()  # first write: the data, tokenizer and model are fine
     if accelerator.is_main_process:
         dump_recipe(recipe, run_dir / "recipe.yaml")
     accelerator.init_trackers(recipe.name.replace("/", "_"))
@@ -267,18 +257,13 @@ def run_recipe(
             "num_processes": accelerator.num_processes,
             "mixed_precision": accelerator.mixed_precision,
             "nlpipe_commit": git_commit(),
+            **identity_fields(),
         }
         (run_dir / "run_info.json").write_text(json.dumps(info, indent=2))
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         write_model_card(run_dir, recipe, metrics, info)
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-        if recipe.push_to_hub:
-            from .hub import push_run
-
-            url = push_run(run_dir, recipe.hub.repo_id, private=recipe.hub.private, revision=recipe.hub.revision,
-                           commit_message=recipe.hub.commit_message)
-            accelerator.print(f"pushed to {url}")
-    return RunResult(run_dir=run_dir, metrics=metrics)
+    return metrics
 
 
 _HEADLINE = ("f1", "precision", "recall", "sacrebleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum", "perplexity")

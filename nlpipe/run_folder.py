@@ -1,0 +1,570 @@
+"""Run folders: what one is, who may write it, and how one is replaced. Every command asks this module.
+
+A run folder is recognisably nlpipe's when its ``run_info.json`` carries the marker ``"nlpipe_run_folder"``
+(written when a run finishes) or its ``recipe.yaml`` starts with the header `recipe.dump_recipe` writes
+(written before the first training step, so an interrupted run is one too; runs written before the marker
+existed are recognised the same way). nlpipe only ever replaces or deletes such a folder, and only when it
+holds nothing but the files nlpipe writes there (`RUN_FOLDER_FILES`).
+
+Writing (``nlpipe run recipe``) goes through `prepare_run_folder`:
+
+- a lock beside the folder (``.<name>.nlpipe-lock``, a `filelock.FileLock` that records pid and host)
+  keeps two runs out of the same folder; the second fails at once, saying which process holds it;
+- ``--overwrite`` trains into a staging folder beside the old run (``.<name>.nlpipe-overwrite``) and swaps
+  it in with two renames once the new run is complete, so a failed or interrupted overwrite leaves the old
+  run whole. An interrupted overwrite keeps its checkpoints in the staging folder: ``--resume`` on the same
+  ``--output-dir`` continues it (and swaps at the end), ``--overwrite`` starts it over;
+- nothing is deleted while following a symlink: a run folder that is a link is not replaced, and removal
+  uses `shutil.rmtree`, which unlinks links inside the tree instead of descending into them.
+
+Reading (``predict``, ``eval``, ``attention``, ``compare``, ``export``, ``push``, and whatever comes next)
+goes through `check_run_folder` (files present and parseable, weights not truncated, right task) and
+`open_run` (the model and tokenizer loaded and checked against each other), so every command names the
+broken file the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import json
+import os
+import re
+import shutil
+import socket
+import struct
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import NlpipeError
+
+MARKER = "nlpipe_run_folder"
+"""Key of ``run_info.json`` that says "nlpipe wrote this folder"; its value is the folder format version."""
+FORMAT_VERSION = 1
+RECIPE_HEADER = "# nlpipe run recipe "
+"""First characters of a ``recipe.yaml`` written by `recipe.dump_recipe` (the marker of an unfinished run)."""
+
+RUN_FOLDER_FILES = (
+    # the model (save_pretrained), sharded or not
+    "config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
+    "model-*-of-*.safetensors",
+    # the tokenizer (save_pretrained of a fast tokenizer, and the files slow ones add)
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "chat_template.jinja", "vocab.json", "vocab.txt", "merges.txt", "*.spm", "*.model",
+    # the run
+    "recipe.yaml", "run_info.json", "metrics.json", "train_log.jsonl", "README.md", "*.png",
+    "logs", "checkpoints", ".write-test",
+)
+"""Names (globs) nlpipe writes at the top of a run folder. Anything else there is the user's: a folder
+holding it is never replaced."""
+
+LOCK_SUFFIX = ".nlpipe-lock"
+STAGING_SUFFIX = ".nlpipe-overwrite"
+REPLACED_SUFFIX = ".nlpipe-replaced"
+
+
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+"""A recipe ``name:``: it names the run folder ``runs/<name>``, so it is a name, never a path."""
+
+
+def check_run_name(name: object, source: str) -> None:
+    """Check a recipe's ``name:`` is a plain name (no separators, no ``..``, not absolute, not hidden).
+
+    Raises:
+        NlpipeError: naming the recipe file and key.
+    """
+    if not isinstance(name, str) or not RUN_NAME.fullmatch(name):
+        shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:77] + "..."
+        raise NlpipeError(
+            f"{source}: key 'name': {shown} is not a run name (it names the folder runs/<name>: letters, digits, "
+            "'.', '_', '+', '-', starting with a letter or digit, no '/' or '..'); use --output-dir to choose "
+            "the folder"
+        )
+
+
+def _sibling(target: Path, suffix: str) -> Path:
+    return target.parent / f".{target.name}{suffix}"
+
+
+def lock_path(target: str | Path) -> Path:
+    """The lock file of the run folder `target` (beside it, so it survives the swap of an overwrite)."""
+    return _sibling(Path(target), LOCK_SUFFIX)
+
+
+def staging_path(target: str | Path) -> Path:
+    """Where ``--overwrite`` builds the new run before it replaces `target`."""
+    return _sibling(Path(target), STAGING_SUFFIX)
+
+
+def _replaced_path(target: Path) -> Path:
+    return _sibling(target, REPLACED_SUFFIX)
+
+
+def _target_of_staging(path: Path) -> Path | None:
+    """``runs/.x.nlpipe-overwrite`` → ``runs/x`` (the loop's resume hint may name the staging folder)."""
+    name = path.name
+    if name.startswith(".") and name.endswith(STAGING_SUFFIX) and len(name) > len(STAGING_SUFFIX) + 1:
+        return path.parent / name[1 : -len(STAGING_SUFFIX)]
+    return None
+
+
+# ----------------------------------------------------------------------------------------------- identity
+
+
+def identity_fields() -> dict[str, Any]:
+    """What `run_recipe` adds to ``run_info.json`` so the folder is recognisably nlpipe's."""
+    return {MARKER: FORMAT_VERSION}
+
+
+def _regular_file(path: Path) -> bool:
+    """A plain file, not a link (identity is never taken from a link's target)."""
+    return path.is_file() and not path.is_symlink()
+
+
+def is_run_folder(path: str | Path) -> bool:
+    """True when `path` is a real folder (not a link) that nlpipe wrote as a run folder, finished or not."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_dir():
+        return False
+    info = path / "run_info.json"
+    if _regular_file(info):
+        try:
+            value = json.loads(info.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            value = None
+        if isinstance(value, dict) and MARKER in value:
+            return True
+    recipe = path / "recipe.yaml"
+    if _regular_file(recipe):
+        try:
+            with open(recipe, encoding="utf-8") as handle:
+                head = handle.read(len(RECIPE_HEADER))
+        except (OSError, UnicodeDecodeError):
+            return False
+        return head == RECIPE_HEADER
+    return False
+
+
+def foreign_entries(path: str | Path) -> list[str]:
+    """Top-level names in `path` that nlpipe does not write in a run folder (sorted)."""
+    return sorted(
+        entry.name for entry in Path(path).iterdir()
+        if not any(fnmatch.fnmatchcase(entry.name, pattern) for pattern in RUN_FOLDER_FILES)
+    )
+
+
+def _listing(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def inside_run_folder(path: str | Path) -> Path | None:
+    """The run folder `path` is or lies in (checking `path` and its existing parents), or None."""
+    path = Path(os.path.abspath(path))
+    for folder in (path, *path.parents):
+        if folder.is_dir() and (is_run_folder(folder) or _target_of_staging(folder) is not None):
+            return folder
+    return None
+
+
+def refuse_run_folder(path: str | Path, option: str) -> None:
+    """Refuse to write a command's output (`option`, e.g. ``--out``) into a run folder.
+
+    Raises:
+        NlpipeError: `path` is a run folder or lies inside one.
+    """
+    found = inside_run_folder(path)
+    if found is not None:
+        raise NlpipeError(
+            f"{option} {path}: {'is' if found == Path(os.path.abspath(path)) else 'lies inside'} the run folder "
+            f"{found}; nlpipe does not write other files into a run folder, choose a folder outside it"
+        )
+
+
+def check_replaceable(path: str | Path) -> None:
+    """Check that `path` may be deleted by ``--overwrite``: a real nlpipe run folder holding only nlpipe's files.
+
+    Raises:
+        NlpipeError: it is a link, not a run folder, or holds files nlpipe did not write (named).
+    """
+    path = Path(path)
+    if path.is_symlink():
+        raise NlpipeError(
+            f"{path}: is a symbolic link; --overwrite only replaces a real run folder, give the folder it points to "
+            "or choose another --output-dir"
+        )
+    if not is_run_folder(path):
+        names = sorted(p.name for p in path.iterdir())
+        raise NlpipeError(
+            f"{path}: not an nlpipe run folder (it holds {_listing(names)}); --overwrite only replaces folders "
+            "written by 'nlpipe run recipe' — choose another --output-dir"
+        )
+    foreign = foreign_entries(path)
+    if foreign:
+        raise NlpipeError(
+            f"{path}: holds files nlpipe did not write ({_listing(foreign)}); --overwrite would delete them — "
+            "move them out of the run folder or choose another --output-dir"
+        )
+
+
+def remove_run_folder(path: str | Path) -> None:
+    """Delete a folder nlpipe wrote, never following a link (the caller has checked it is ours)."""
+    path = Path(path)
+    if path.is_symlink() or not path.exists():
+        return
+    # rmtree unlinks links found inside the tree; it never deletes what they point to.
+    shutil.rmtree(path)
+
+
+# ----------------------------------------------------------------------------------------------- lock
+
+
+def _holder_text(lock_file: Path) -> str:
+    try:
+        holder = json.loads(lock_file.read_text(encoding="utf-8"))
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(holder["started"])))
+        return f"process {int(holder['pid'])} on host {holder['host']}, since {since}"
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return "another process"
+
+
+class RunFolderLock:
+    """An exclusive lock on one run folder, taken without waiting; it records who holds it.
+
+    The lock file lies beside the folder (``.<name>.nlpipe-lock``) and is removed on release.
+    """
+
+    def __init__(self, target: str | Path) -> None:
+        self.target = Path(target)
+        self.path = lock_path(self.target)
+        self._lock: Any = None
+
+    def acquire(self) -> RunFolderLock:
+        """Take the lock now.
+
+        Raises:
+            NlpipeError: another process holds it (naming its pid and host).
+        """
+        from filelock import FileLock, Timeout
+
+        def record_holder(fd: int) -> None:
+            text = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, text.encode(), 0)
+
+        lock = FileLock(str(self.path), timeout=0, on_acquired=record_holder)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise NlpipeError(
+                f"{self.target}: another nlpipe run is writing this folder ({_holder_text(self.path)}); wait for it "
+                "to finish, stop it, or choose another --output-dir"
+            ) from None
+        except OSError as exc:
+            raise NlpipeError(
+                f"{self.target}: cannot lock the run folder ({self.path}: {exc.strerror}); choose another --output-dir"
+            ) from None
+        self._lock = lock
+        return self
+
+    def release(self) -> None:
+        """Remove the lock file, then release (a process that opened the old file sees it unlinked and retries)."""
+        if self._lock is None:
+            return
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+        self._lock.release()
+        self._lock = None
+
+    def __enter__(self) -> RunFolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def held_by(target: str | Path) -> str | None:
+    """Who is writing the run folder `target` right now ("process N on host H, since ..."), or None."""
+    from filelock import FileLock, Timeout
+
+    path = lock_path(target)
+    if not path.is_file():
+        return None
+    probe = FileLock(str(path), timeout=0)
+    try:
+        probe.acquire()
+    except Timeout:
+        return _holder_text(path)
+    except OSError:
+        return None
+    probe.release()
+    return None
+
+
+# ----------------------------------------------------------------------------------------------- writing
+
+
+def _latest_checkpoint(work_dir: Path) -> Path | None:
+    from .training.checkpointing import latest_checkpoint
+
+    return latest_checkpoint(work_dir / "checkpoints")
+
+
+@dataclass
+class PreparedRunFolder:
+    """Where a run writes, decided once before anything is loaded; see `prepare_run_folder`.
+
+    ``work_dir`` is where training writes: the run folder itself, or the staging folder of an overwrite
+    (``staged``). `create` makes it at the first write, `finish` swaps it in, `abandon` cleans up after a
+    failure. Only the main process of a distributed run writes or locks (``writer``).
+    """
+
+    target: Path
+    work_dir: Path
+    resume: bool
+    staged: bool
+    writer: bool = True
+    lock: RunFolderLock | None = None
+    _new_dirs: list[Path] = field(default_factory=list)
+    _created: bool = False
+
+    def create(self) -> Path:
+        """Make the work folder (the first write of the run) and return it."""
+        if not self.writer:
+            return self.work_dir
+        if self.staged and not self.resume and self.work_dir.exists():
+            remove_run_folder(self.work_dir)  # an earlier overwrite's leftover: ours, and replaced on request
+        self._created = not self.work_dir.exists()
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        return self.work_dir
+
+    def finish(self) -> Path:
+        """The run is complete: swap a staged run in for the old one, release the lock; return the run folder."""
+        try:
+            if self.writer and self.staged:
+                replaced = _replaced_path(self.target)
+                if replaced.exists():
+                    remove_run_folder(replaced)
+                if self.target.exists():
+                    os.rename(self.target, replaced)
+                os.rename(self.work_dir, self.target)
+                remove_run_folder(replaced)
+        finally:
+            self.release()
+        return self.target
+
+    def abandon(self) -> None:
+        """After a failure: drop what this run made that holds nothing worth keeping, and release the lock.
+
+        A staging folder without a checkpoint goes (the old run is untouched); one with a checkpoint stays for
+        ``--resume``. Parent folders made only for this run go when empty.
+        """
+        try:
+            if self.writer and self.staged and self.work_dir.exists() and _latest_checkpoint(self.work_dir) is None:
+                remove_run_folder(self.work_dir)
+            elif self.writer and self._created and self.work_dir.is_dir() and not any(self.work_dir.iterdir()):
+                self.work_dir.rmdir()
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+        for folder in self._new_dirs:  # deepest first; only the empty ones this run made
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        self._new_dirs = []
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """Create `folder` and its missing parents; return the ones created, deepest first."""
+    new_dirs = []
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        new_dirs.append(existing)
+        existing = existing.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return new_dirs
+
+
+def _recover_interrupted_swap(target: Path) -> None:
+    """A kill between the two renames of a swap leaves the old run under its ``.replaced`` name: finish or undo."""
+    replaced = _replaced_path(target)
+    if not replaced.is_dir() or replaced.is_symlink() or not is_run_folder(replaced):
+        return
+    if target.exists():
+        remove_run_folder(replaced)  # the new run is in place: only the deletion was left
+    else:
+        os.rename(replaced, target)
+
+
+def prepare_run_folder(
+    output_dir: str | Path, *, resume: bool = False, overwrite: bool = False, writer: bool = True
+) -> PreparedRunFolder:
+    """Decide where a run writes, before anything is loaded; lock the run folder.
+
+    Args:
+        output_dir: the run folder the user asked for (a staging folder's name means its run folder).
+        resume: continue from the newest checkpoint (of an interrupted overwrite first, else of the folder).
+        overwrite: replace an existing run folder (staged; the old run stays until the new one is complete).
+        writer: False on the non-main processes of a distributed run: decide the same, lock and write nothing.
+
+    Raises:
+        NlpipeError: the folder is not a folder, is locked by another run, holds a run and neither flag was
+        given, is not nlpipe's (or holds the user's files) and would be replaced, has no checkpoint to resume
+        from, cannot be written, or its disk is nearly full.
+    """
+    target = Path(output_dir)
+    target = _target_of_staging(target) or target
+    staging = staging_path(target)
+    if target.exists() and not target.is_dir():
+        raise NlpipeError(f"{target}: exists and is not a folder; choose another --output-dir")
+    prepared = PreparedRunFolder(target=target, work_dir=target, resume=resume, staged=False, writer=writer)
+    try:
+        if writer:
+            try:
+                prepared._new_dirs = _make_parents(target.parent)
+            except OSError as exc:
+                raise NlpipeError(
+                    f"{target}: cannot write there ({exc.strerror}); choose another --output-dir"
+                ) from None
+            prepared.lock = RunFolderLock(target).acquire()
+            _recover_interrupted_swap(target)
+        holds_files = target.is_dir() and any(target.iterdir())
+        if resume:
+            if staging.is_dir() and _latest_checkpoint(staging) is not None:
+                prepared.work_dir, prepared.staged = staging, True
+            elif _latest_checkpoint(target) is None:
+                raise NlpipeError(
+                    f"{target}: no checkpoint to resume from (no complete {target / 'checkpoints'}/step-*); "
+                    "run again without --resume"
+                )
+        elif staging.exists() and not overwrite:
+            raise NlpipeError(
+                f"{target}: an interrupted --overwrite of this run left its work in {staging}; pass --resume to "
+                "continue it, or --overwrite to start over"
+            )
+        elif holds_files and not overwrite:
+            if is_run_folder(target):
+                raise NlpipeError(
+                    f"{target}: folder already holds a run; pass --resume to continue it, --overwrite to replace "
+                    "it, or choose another --output-dir"
+                )
+            names = sorted(p.name for p in target.iterdir())
+            raise NlpipeError(
+                f"{target}: folder already holds files that are not an nlpipe run ({_listing(names)}); "
+                "choose another --output-dir"
+            )
+        elif holds_files:
+            check_replaceable(target)
+            prepared.work_dir, prepared.staged = staging, True
+            if staging.exists():
+                check_replaceable(staging)  # ours, or refuse to delete it
+        if writer:
+            _probe_writable(prepared.work_dir)
+    except BaseException:
+        prepared.release()
+        raise
+    return prepared
+
+
+def _probe_writable(folder: Path) -> None:
+    """Fail before training when `folder` cannot be written or its disk is nearly full; leave nothing behind."""
+    new_dirs: list[Path] = []
+    try:
+        new_dirs = _make_parents(folder)
+        probe = folder / ".write-test"
+        probe.write_bytes(b"x" * 1024)
+        probe.unlink()
+    except OSError as exc:
+        raise NlpipeError(f"{folder}: cannot write there ({exc.strerror}); choose another --output-dir") from exc
+    finally:
+        for made in new_dirs:  # deepest first
+            try:
+                made.rmdir()
+            except OSError:
+                break
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if free < 50 * 2**20:
+        raise NlpipeError(f"{folder}: only {free // 2**20} MiB free on that disk; free space or choose another --output-dir")
+
+
+def check_output_folder(path: str | Path, option: str, writes: Iterable[str], marker: str | None = None) -> None:
+    """Before a command writes the files `writes` into the folder `path`: never into a run folder, and never
+    over files it did not write itself.
+
+    Args:
+        option: the command-line option that named `path` (for the message).
+        writes: the file names the command will write there.
+        marker: a file the command leaves in its output folder; when present, its earlier output may be replaced.
+
+    Raises:
+        NlpipeError: `path` is (or lies in) a run folder, is not a folder, or holds one of `writes` without `marker`.
+    """
+    path = Path(path)
+    refuse_run_folder(path, option)
+    if path.exists() and not path.is_dir():
+        raise NlpipeError(f"{option} {path}: exists and is not a folder; choose a folder")
+    if not path.is_dir() or (marker is not None and _regular_file(path / marker)):
+        return
+    clashes = sorted(name for name in writes if (path / name).exists() or (path / name).is_symlink())
+    if clashes:
+        raise NlpipeError(
+            f"{option} {path}: already holds {_listing(clashes)}, which nlpipe did not write; move them away or "
+            "choose an empty folder"
+        )
+
+
+@contextlib.contextmanager
+def replacing_folder(out_dir: str | Path, option: str, marker: str) -> Iterator[Path]:
+    """Build a command's output folder beside `out_dir` and swap it in when complete.
+
+    `out_dir` may be missing, empty, or an earlier output of the same command (it holds `marker`); anything
+    else is refused before any work. Yields the staging folder to write into; on an error it is removed and
+    `out_dir` is untouched.
+
+    Raises:
+        NlpipeError: `out_dir` is or lies in a run folder, or holds files that are not this command's output.
+    """
+    out_dir = Path(out_dir)
+    refuse_run_folder(out_dir, option)
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise NlpipeError(f"{option} {out_dir}: is a link or a file; give a folder")
+    earlier = out_dir.is_dir() and any(out_dir.iterdir())
+    if earlier and not _regular_file(out_dir / marker):
+        names = sorted(p.name for p in out_dir.iterdir())
+        raise NlpipeError(
+            f"{option} {out_dir}: already holds files nlpipe did not write there ({_listing(names)}); "
+            "give a new or empty folder"
+        )
+    staging = _sibling(out_dir, f".nlpipe-new-{os.getpid()}")
+    try:
+        _make_parents(out_dir.parent)
+        if staging.exists():
+            remove_run_folder(staging)
+        staging.mkdir()
+    except OSError as exc:
+        raise NlpipeError(f"{option} {out_dir}: cannot write there ({exc.strerror}); choose another folder") from None
+    try:
+        yield staging
+        (staging / marker).write_text(json.dumps({"written_by": "nlpipe", "time": time.time()}) + "\n")
+        old = _sibling(out_dir, f".nlpipe-old-{os.getpid()}")
+        if out_dir.exists():
+            os.rename(out_dir, old)
+        os.rename(staging, out_dir)
+        remove_run_folder(old)
+    except BaseException:
+        remove_run_folder(staging)
+        raise
+
+
+_SAFETENSORS_HEADER = struct.Struct("<Q")
