@@ -189,8 +189,9 @@ def tokenizer_train_cli(
     from .data.catalog import load_data
     from .recipe import load_recipe
     from .tasks import get_task
-    from .tokenizer_training import load_spec, train_tokenizer
+    from .tokenizer_training import check_tokenizer_output, load_spec, train_tokenizer
 
+    check_tokenizer_output(output_dir)  # before loading anything: never into a run folder
     loaded = load_recipe(recipe)
     if data_dir is not None:
         data = None

@@ -118,6 +118,16 @@ def _name_override(tmp: Path) -> list[str]:
     return ["run", "recipe", "ner-bilstm", "--data", "sample", "--overwrite", "name=../../thesis"]
 
 
+def _tokenizer_into(folder: str, foreign: str | None = None) -> Callable[[Path], list[str]]:
+    def setup(tmp: Path) -> list[str]:
+        if foreign:
+            (tmp / folder).mkdir(parents=True, exist_ok=True)
+            (tmp / folder / foreign).write_text("{}\n")
+        return ["tokenizer", "train", "word-level", "--output-dir", folder]
+
+    return setup
+
+
 REFUSED = {
     # case: (setup → argv, fragments of the error line)
     "overwrite-plain-folder": (_plain_folder, ["thesis: not an nlpipe run folder", "thesis.tex", "--output-dir"]),
@@ -131,6 +141,13 @@ REFUSED = {
     "recipe-name-absolute": (_recipe_name("/tmp/x"), ["r.yaml: key 'name'", "'/tmp/x' is not a run name"]),
     "recipe-name-separator": (_recipe_name("runs/x"), ["key 'name'", "no '/'"]),
     "recipe-name-override": (_name_override, ["key 'name'", "'../../thesis' is not a run name"]),
+    "tokenizer-into-run-folder": (_tokenizer_into("runs/old"), ["--output-dir runs/old: is the run folder",
+                                                                "choose a folder outside it"]),
+    "tokenizer-inside-run-folder": (_tokenizer_into("runs/old/tok"), ["--output-dir runs/old/tok: lies inside the run",
+                                                                      "choose a folder outside it"]),
+    "tokenizer-over-foreign-files": (_tokenizer_into("mytok", "tokenizer_config.json"),
+                                     ["--output-dir mytok: already holds tokenizer_config.json", "nlpipe did not write",
+                                      "empty folder"]),
 }
 
 
