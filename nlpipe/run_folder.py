@@ -536,11 +536,12 @@ def replacing_folder(out_dir: str | Path, option: str, marker: str) -> Iterator[
         NlpipeError: `out_dir` is or lies in a run folder, or holds files that are not this command's output.
     """
     out_dir = Path(out_dir)
-    refuse_run_folder(out_dir, option)
+    earlier_output = _regular_file(out_dir / marker)
+    # An earlier output may look like a run folder (an export holds recipe.yaml); its parents may not be one.
+    refuse_run_folder(out_dir.parent if earlier_output else out_dir, option)
     if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
         raise NlpipeError(f"{option} {out_dir}: is a link or a file; give a folder")
-    earlier = out_dir.is_dir() and any(out_dir.iterdir())
-    if earlier and not _regular_file(out_dir / marker):
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not earlier_output:
         names = sorted(p.name for p in out_dir.iterdir())
         raise NlpipeError(
             f"{option} {out_dir}: already holds files nlpipe did not write there ({_listing(names)}); "
