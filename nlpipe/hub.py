@@ -58,12 +58,17 @@ _NLPIPE_IMPORT = re.compile(r"^\s*(from\s+nlpipe\b|import\s+nlpipe\b|from\s+\.\s
 # --------------------------------------------------------------------------- export
 
 
-def _check_run_dir(run_dir: Path) -> None:
-    if not run_dir.is_dir():
-        raise NlpipeError(f"{run_dir}: no such run folder; give a folder written by 'nlpipe run recipe'")
-    for name in REQUIRED:
-        if not (run_dir / name).is_file():
-            raise NlpipeError(f"{run_dir}: '{name}' is missing; the run did not finish — rerun it or use --resume")
+def _check_run_dir(run_dir: Path, command: str = "export") -> None:
+    """The shared run-folder check, plus: the files an export re-saves are never links."""
+    from .run_folder import check_run_folder
+
+    check_run_folder(run_dir, command, allow_bare_model=True)
+    for name in (*MODEL_FILES, *TOKENIZER_FILES):
+        if (run_dir / name).is_symlink():
+            raise NlpipeError(
+                f"{run_dir / name}: is a symbolic link; nlpipe {command} ships only files nlpipe wrote — replace the "
+                "link with the file itself"
+            )
 
 
 def _auto_class_for(config: Any) -> str:
@@ -362,7 +367,7 @@ def push_run(
 
     check_repo_id(repo_id)
     run_dir = Path(run_dir)
-    _check_run_dir(run_dir)
+    _check_run_dir(run_dir, "push")
     token = resolve_token(token)
     later = push_command(run_dir, repo_id, private=private, revision=revision)
     safe = f"the model is safe on disk at {run_dir}; push it later with: {later}"

@@ -27,7 +27,7 @@ from typing import Any
 
 from .data.catalog import describe_source, load_data
 from .errors import NlpipeError
-from .recipe import Recipe, dump_recipe, load_recipe, parse_recipe, read_yaml
+from .recipe import Recipe, dump_recipe, load_recipe
 from .run_folder import identity_fields, prepare_run_folder
 from .tasks import get_task
 from .tokenizer_training import load_spec, train_tokenizer
@@ -269,30 +269,19 @@ def _train_and_write(
 _HEADLINE = ("f1", "precision", "recall", "sacrebleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum", "perplexity")
 
 
-def load_run(run_dir: str | Path) -> tuple[Recipe, dict[str, Any], Any, Any]:
+def load_run(run_dir: str | Path, command: str = "predict") -> tuple[Recipe, dict[str, Any], Any, Any]:
     """Open a finished run folder: (recipe, run_info, model, tokenizer).
 
+    The folder is checked first (`run_folder.check_run_folder`: every file present and whole, labels and
+    tokenizer matching the model); `command` names the command in messages.
+
     Raises:
-        NlpipeError: the folder is missing or lacks a file a run folder must have.
+        NlpipeError: the folder is missing, lacks a file a run folder must have, or a file is broken (named).
     """
-    import transformers
+    from .run_folder import open_run
 
-    import nlpipe  # noqa: F401  (registers our Auto classes)
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise NlpipeError(f"{run_dir}: no such run folder; give a folder written by 'nlpipe run recipe'")
-    for name in ("recipe.yaml", "config.json", "model.safetensors", "tokenizer.json"):
-        if not (run_dir / name).is_file():
-            raise NlpipeError(f"{run_dir}: '{name}' is missing; the run did not finish — rerun it or use --resume")
-    recipe = parse_recipe(read_yaml(run_dir / "recipe.yaml"), str(run_dir / "recipe.yaml"))
-    info_path = run_dir / "run_info.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    task = get_task(recipe)
-    model = getattr(transformers, task.auto_class).from_pretrained(run_dir)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(run_dir)
-    model.eval()
-    return recipe, info, model, tokenizer
+    checked, model, tokenizer = open_run(run_dir, command)
+    return checked.recipe, checked.info, model, tokenizer
 
 
 @dataclass
@@ -326,7 +315,7 @@ def open_run_evaluation(
     max_eval_examples: int | None = None,
 ) -> RunEvaluation:
     """Open a saved run folder with the data it was trained on (or `data`/`data_dir`) for evaluation."""
-    recipe, info, model, tokenizer = load_run(run_dir)
+    recipe, info, model, tokenizer = load_run(run_dir, "eval")
     recorded = info.get("data", {})
     if data is None and data_dir is None:
         data = {"sample": "sample", "hub": "hub"}.get(recorded.get("source"))

@@ -569,3 +569,272 @@ def replacing_folder(out_dir: str | Path, option: str, marker: str) -> Iterator[
 
 
 _SAFETENSORS_HEADER = struct.Struct("<Q")
+
+
+# ----------------------------------------------------------------------------------------------- reading
+
+RERUN = "rerun the run (nlpipe run recipe … --overwrite) or restore the file"
+IOB_LABEL = re.compile(r"O|[BI]-\S+")
+
+
+@dataclass
+class CheckedRunFolder:
+    """A run folder that passed `check_run_folder`: its parsed records (the model is not loaded yet)."""
+
+    path: Path
+    recipe: Any
+    """The `Recipe` from ``recipe.yaml`` (None for a bare model folder, when the command allows one, and when the
+    command reads no model: then see `recipe_raw`)."""
+    recipe_raw: dict[str, Any]
+    """``recipe.yaml`` as a plain mapping (empty when absent)."""
+    info: dict[str, Any]
+    config: dict[str, Any]
+    metrics: dict[str, Any] | None = None
+
+
+def _read_json_object(path: Path, what: str = "") -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise NlpipeError(f"{path}: damaged (not UTF-8 text); {RERUN}") from None
+    except OSError as exc:
+        raise NlpipeError(f"{path}: cannot be read ({exc.strerror}); {RERUN}") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise NlpipeError(
+            f"{path}: line {exc.lineno}: not valid JSON ({exc.msg}), the file is damaged or half-written; {RERUN}"
+        ) from None
+    if not isinstance(value, dict):
+        raise NlpipeError(f"{path}: expected a JSON object{what}, found {type(value).__name__}; {RERUN}")
+    return value
+
+
+def check_safetensors(path: str | Path) -> dict[str, Any]:
+    """Check a safetensors file's header and length without loading it; return its tensor table.
+
+    Raises:
+        NlpipeError: the file is truncated, padded or its header is damaged (naming the file).
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    damaged = f"{path}: truncated or damaged weights"
+    with open(path, "rb") as handle:
+        head = handle.read(_SAFETENSORS_HEADER.size)
+        if len(head) < _SAFETENSORS_HEADER.size:
+            raise NlpipeError(f"{damaged} ({size} bytes, no header); {RERUN}")
+        (length,) = _SAFETENSORS_HEADER.unpack(head)
+        if length > min(size - 8, 100 * 2**20):
+            raise NlpipeError(f"{damaged} (header of {length} bytes in a {size}-byte file); {RERUN}")
+        try:
+            table = json.loads(handle.read(length))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise NlpipeError(f"{damaged} (header is not valid JSON); {RERUN}") from None
+    if not isinstance(table, dict):
+        raise NlpipeError(f"{damaged} (header is not a table of tensors); {RERUN}")
+    tensors = {k: v for k, v in table.items() if k != "__metadata__"}
+    try:
+        end = max((int(v["data_offsets"][1]) for v in tensors.values()), default=0)
+    except (TypeError, KeyError, IndexError, ValueError):
+        raise NlpipeError(f"{damaged} (a tensor entry has no data_offsets); {RERUN}") from None
+    if 8 + length + end != size:
+        raise NlpipeError(
+            f"{damaged} (the header describes {8 + length + end} bytes, the file has {size}); {RERUN}"
+        )
+    return tensors
+
+
+def _tokenizer_size(tokenizer_json: dict[str, Any]) -> int | None:
+    """Number of token ids a ``tokenizer.json`` can produce (None when its model has no readable vocabulary)."""
+    ids: list[int] = []
+    vocab = (tokenizer_json.get("model") or {}).get("vocab") if isinstance(tokenizer_json.get("model"), dict) else None
+    if isinstance(vocab, dict):
+        ids += [v for v in vocab.values() if isinstance(v, int)]
+    elif isinstance(vocab, list):
+        ids.append(len(vocab) - 1)
+    else:
+        return None
+    for added in tokenizer_json.get("added_tokens") or []:
+        if isinstance(added, dict) and isinstance(added.get("id"), int):
+            ids.append(added["id"])
+    return max(ids) + 1 if ids else None
+
+
+def _expected_model_type(model_name: str) -> str | None:
+    from .model_registry import MODELS, _import
+
+    entry = MODELS.get(model_name)
+    return getattr(_import(entry.config_class), "model_type", None) if entry else None
+
+
+def _check_labels(run_dir: Path, config: dict[str, Any], tensors: dict[str, Any], iob: bool = True) -> None:
+    """A token-classification model: labels numbered 0..n-1, as many as the head has outputs; IOB2 names in a
+    NER run (`iob`)."""
+    id2label = config.get("id2label")
+    where = f"{run_dir / 'config.json'}: key 'id2label'"
+    if not isinstance(id2label, dict) or not id2label:
+        raise NlpipeError(f"{where}: missing or empty; {RERUN}")
+    if sorted(str(k) for k in id2label) != sorted(str(i) for i in range(len(id2label))):
+        raise NlpipeError(f"{where}: label ids must be 0..{len(id2label) - 1}; {RERUN}")
+    bad = [str(v) for v in id2label.values() if not isinstance(v, str) or not IOB_LABEL.fullmatch(v)]
+    if bad and iob:
+        raise NlpipeError(f"{where}: {bad[0]!r} is not an IOB2 tag (O, B-TYPE, I-TYPE); {RERUN}")
+    head = tensors.get("classifier.weight") or tensors.get("classifier.bias")
+    shape = head.get("shape") if isinstance(head, dict) else None
+    if isinstance(shape, list) and shape and shape[0] != len(id2label):
+        raise NlpipeError(
+            f"{where}: {len(id2label)} labels, but the classifier in model.safetensors has {shape[0]} outputs; "
+            f"the labels do not belong to this model — {RERUN}"
+        )
+
+
+def check_run_folder(
+    run_dir: str | Path,
+    command: str,
+    *,
+    tasks: Iterable[str] | None = None,
+    needs: Iterable[str] = ("model",),
+    allow_bare_model: bool = False,
+) -> CheckedRunFolder:
+    """The one check every command that reads a run folder runs first (predict, eval, attention, compare,
+    export, push, serving, ...). It reads records and headers only; `open_run` loads the model.
+
+    Args:
+        command: the command's name, for messages (``predict``).
+        tasks: the recipe tasks the command works on (None: any).
+        needs: ``"model"`` (recipe.yaml, config.json, model.safetensors, tokenizer files) and/or ``"metrics"``
+            (metrics.json).
+        allow_bare_model: accept a saved model + tokenizer folder without ``recipe.yaml`` (not a run folder).
+
+    Raises:
+        NlpipeError: one line naming the missing or broken file (or key) and the fix: a missing folder or file,
+        half-written JSON, a truncated ``model.safetensors``, labels that do not match the head, a tokenizer
+        with more tokens than the model, a folder mixing two runs, or a run of a task the command does not do.
+    """
+    from .recipe import parse_recipe, read_yaml
+
+    run_dir = Path(run_dir)
+    needs = tuple(needs)
+    if not run_dir.is_dir():
+        raise NlpipeError(f"{run_dir}: no such run folder; give a folder written by 'nlpipe run recipe'")
+    bare = allow_bare_model and not (run_dir / "recipe.yaml").exists()
+    required = []
+    if "model" in needs:
+        required += [] if bare else ["recipe.yaml"]
+        required += ["config.json", "model.safetensors", "tokenizer.json"]
+    if "metrics" in needs:
+        required += ["metrics.json"]
+    for name in required:
+        if not (run_dir / name).is_file():
+            holder = held_by(run_dir)
+            if holder is not None:
+                raise NlpipeError(f"{run_dir}: a run is still training into this folder ({holder}); wait for it to "
+                                  f"finish, then run 'nlpipe {command}' again")
+            raise NlpipeError(f"{run_dir}: '{name}' is missing; the run did not finish — rerun it or use --resume")
+
+    recipe = None
+    raw: dict[str, Any] = {}
+    if (run_dir / "recipe.yaml").is_file():
+        loaded = read_yaml(run_dir / "recipe.yaml")
+        if not isinstance(loaded, dict):
+            raise NlpipeError(f"{run_dir / 'recipe.yaml'}: damaged (not a mapping of recipe keys); {RERUN}")
+        raw = loaded
+        if "model" in needs:  # a model is built from it: every key must be valid
+            recipe = parse_recipe(raw, str(run_dir / "recipe.yaml"))
+    task = recipe.task if recipe is not None else raw.get("task")
+    info = _read_json_object(run_dir / "run_info.json") if (run_dir / "run_info.json").is_file() else {}
+    if task is not None and info.get("task") not in (None, task):
+        raise NlpipeError(
+            f"{run_dir / 'run_info.json'}: key 'task' is '{info['task']}' but recipe.yaml says '{task}'; the "
+            f"folder mixes two runs — {RERUN}"
+        )
+    if task is not None and tasks is not None and task not in tuple(tasks):
+        model = raw.get("model", {}).get("type") if isinstance(raw.get("model"), dict) else None
+        raise NlpipeError(
+            f"{run_dir}: a {task} run ({model}); 'nlpipe {command}' works on "
+            f"{' or '.join(tuple(tasks))} runs — give such a run folder"
+        )
+    metrics = _read_json_object(run_dir / "metrics.json") if "metrics" in needs else None
+
+    config: dict[str, Any] = {}
+    if "model" in needs:
+        config = _read_json_object(run_dir / "config.json")
+        for name in ("tokenizer_config.json", "special_tokens_map.json", "generation_config.json"):
+            if (run_dir / name).is_file():
+                _read_json_object(run_dir / name)
+        tokenizer_json = _read_json_object(run_dir / "tokenizer.json")
+        tensors = check_safetensors(run_dir / "model.safetensors")
+        if recipe is not None:
+            expected = _expected_model_type(str(recipe.model.get("type")))
+            if expected and config.get("model_type") != expected:
+                raise NlpipeError(
+                    f"{run_dir / 'config.json'}: key 'model_type' is {config.get('model_type')!r} but recipe.yaml "
+                    f"trains {recipe.model.get('type')} ({expected}); the folder mixes two runs — {RERUN}"
+                )
+        if recipe is not None and recipe.task == "token-classification":
+            _check_labels(run_dir, config, tensors)
+        elif recipe is None and "id2label" in config and "classifier.weight" in tensors:
+            _check_labels(run_dir, config, tensors, iob=False)
+        n_tokens = _tokenizer_size(tokenizer_json)
+        vocab_size = config.get("vocab_size")
+        if isinstance(vocab_size, int) and n_tokens is not None and n_tokens > vocab_size:
+            raise NlpipeError(
+                f"{run_dir / 'tokenizer.json'}: {n_tokens} tokens, but the model in config.json has vocab_size "
+                f"{vocab_size}; the tokenizer does not belong to this model (was it replaced?) — {RERUN}"
+            )
+    return CheckedRunFolder(path=run_dir, recipe=recipe, recipe_raw=raw, info=info, config=config, metrics=metrics)
+
+
+def open_run(
+    run_dir: str | Path, command: str, *, tasks: Iterable[str] | None = None, allow_bare_model: bool = False,
+    model_kwargs: dict[str, Any] | None = None, checked: CheckedRunFolder | None = None,
+) -> tuple[CheckedRunFolder, Any, Any]:
+    """`check_run_folder` (unless `checked` is given), then load the model (safetensors only, no remote code)
+    and its tokenizer.
+
+    Returns:
+        (checked folder, model in eval mode, tokenizer).
+
+    Raises:
+        NlpipeError: as `check_run_folder`, or the weights do not fit ``config.json`` / the tokenizer files do
+        not load (naming the file).
+    """
+    import transformers
+
+    import nlpipe  # noqa: F401  (registers our Auto classes)
+
+    if checked is None:
+        checked = check_run_folder(run_dir, command, tasks=tasks, allow_bare_model=allow_bare_model)
+    run_dir = checked.path
+    if checked.recipe is not None:
+        from .tasks import get_task
+
+        auto = getattr(transformers, get_task(checked.recipe).auto_class)
+    else:
+        auto = _auto_class_of_config(checked.config)
+    try:
+        model = auto.from_pretrained(run_dir, use_safetensors=True, trust_remote_code=False,
+                                     **(model_kwargs or {}))
+    except Exception as exc:  # transformers raises many types for a folder that does not fit together
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise NlpipeError(
+            f"{run_dir / 'model.safetensors'}: does not load with {run_dir / 'config.json'} ({detail}); {RERUN}"
+        ) from None
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(run_dir, trust_remote_code=False)
+    except Exception as exc:
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise NlpipeError(f"{run_dir / 'tokenizer.json'}: does not load ({detail}); {RERUN}") from None
+    model.eval()
+    return checked, model, tokenizer
+
+
+def _auto_class_of_config(config: dict[str, Any]) -> Any:
+    """The Auto class for a bare model folder (no recipe.yaml), from its config."""
+    import transformers
+
+    if config.get("is_encoder_decoder"):
+        return transformers.AutoModelForSeq2SeqLM
+    if config.get("model_type") in ("gpt2", "nlpipe_rnn_lm"):
+        return transformers.AutoModelForCausalLM
+    return transformers.AutoModelForTokenClassification
