@@ -316,7 +316,7 @@ def open_run_evaluation(
 ) -> RunEvaluation:
     """Open a saved run folder with the data it was trained on (or `data`/`data_dir`) for evaluation."""
     recipe, info, model, tokenizer = load_run(run_dir, "eval")
-    recorded = info.get("data", {})
+    recorded = info.get("data") if isinstance(info.get("data"), dict) else {}
     if data is None and data_dir is None:
         data = {"sample": "sample", "hub": "hub"}.get(recorded.get("source"))
         data_dir = recorded.get("data_dir")

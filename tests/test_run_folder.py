@@ -215,3 +215,136 @@ def test_killed_overwrite_keeps_old_run_then_overwrite_replaces_it(workspace: Pa
     assert {k: now[k] for k in ("thesis/thesis.tex", "notes.md", "secret.txt")} == {
         k: before[k] for k in ("thesis/thesis.tex", "notes.md", "secret.txt")}
     assert sorted(p.name for p in (workspace / "runs").iterdir()) == ["old"]
+
+
+# ----------------------------------------------------------------------------------------------- reading
+
+@pytest.fixture(scope="module")
+def tagger_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_run_folder("tagger", tmp_path_factory.mktemp("template") / "run")
+
+
+def _edit_json(path: Path, change: Callable[[dict], None]) -> None:
+    values = json.loads(path.read_text())
+    change(values)
+    path.write_text(json.dumps(values))
+
+
+def _truncate(name: str, keep: float = 0.5) -> Callable[[Path], None]:
+    def damage(run: Path) -> None:
+        data = (run / name).read_bytes()
+        (run / name).write_bytes(data[: int(len(data) * keep)])
+
+    return damage
+
+
+def _drop_label(run: Path) -> None:
+    def change(config: dict) -> None:
+        config["id2label"] = {str(i): label for i, label in enumerate(list(config["id2label"].values())[:-1])}
+        config["label2id"] = {label: i for i, label in enumerate(config["id2label"].values())}
+
+    _edit_json(run / "config.json", change)
+
+
+def _non_iob_label(run: Path) -> None:
+    _edit_json(run / "config.json", lambda c: c["id2label"].update({"1": "PERSON"}))
+
+
+def _bigger_tokenizer(run: Path) -> None:
+    """What `nlpipe tokenizer train --output-dir RUN` used to do: a tokenizer from other data, more tokens."""
+    def change(tok: dict) -> None:
+        vocab = tok["model"]["vocab"]
+        for i in range(500):
+            vocab[f"extra{i}"] = len(vocab)
+
+    _edit_json(run / "tokenizer.json", change)
+
+
+def _other_model_recipe(run: Path) -> None:
+    text = (run / "recipe.yaml").read_text().replace("type: rnn_tagger", "type: bert")
+    (run / "recipe.yaml").write_text(text)
+
+
+def _training_now(run: Path) -> None:
+    (run / "model.safetensors").unlink()
+
+
+def _broken_log(run: Path) -> None:
+    (run / "train_log.jsonl").write_text('{"step": 2, "loss": 2.0}\n{"step": 4, "split": "valid\n{"step": 6}\n')
+
+
+BROKEN = {
+    # case: (damage, command (RUN = the run folder), fragments of the error line)
+    "predict-truncated-weights": (_truncate("model.safetensors"), ["predict", "RUN", "x"],
+                                  ["model.safetensors: truncated or damaged weights", "rerun the run"]),
+    "predict-empty-weights": (_truncate("model.safetensors", 0), ["predict", "RUN", "x"],
+                              ["model.safetensors: truncated or damaged weights"]),
+    "eval-half-config": (_truncate("config.json"), ["eval", "RUN", "--data", "sample"],
+                         ["config.json: line", "not valid JSON", "half-written", "rerun the run"]),
+    "predict-half-tokenizer": (_truncate("tokenizer.json"), ["predict", "RUN", "x"],
+                               ["tokenizer.json: line", "not valid JSON"]),
+    "predict-half-run-info": (_truncate("run_info.json"), ["predict", "RUN", "x"], ["run_info.json: line"]),
+    "predict-labels-do-not-match-head": (_drop_label, ["predict", "RUN", "x"],
+                                         ["config.json: key 'id2label'", "6 labels", "7 outputs"]),
+    "predict-label-not-iob": (_non_iob_label, ["predict", "RUN", "x"],
+                              ["config.json: key 'id2label'", "'PERSON' is not an IOB2 tag"]),
+    "predict-tokenizer-replaced": (_bigger_tokenizer, ["predict", "RUN", "x"],
+                                   ["tokenizer.json:", "tokens, but the model in config.json has vocab_size",
+                                    "was it replaced"]),
+    "predict-mixed-runs": (_other_model_recipe, ["predict", "RUN", "x"],
+                           ["config.json: key 'model_type'", "mixes two runs"]),
+    "attention-on-ner-rnn-run": (lambda run: None, ["attention", "RUN", "Peter works in Berlin", "--out", "a.png"],
+                                 ["a token-classification run of rnn_tagger", "without attention",
+                                  "give such a run folder"]),
+    "export-truncated-weights": (_truncate("model.safetensors", 0.9), ["export", "RUN", "exported"],
+                                 ["model.safetensors: truncated or damaged weights"]),
+    "push-half-config": (_truncate("config.json"), ["push", "RUN", "me/x"], ["config.json: line", "not valid JSON"]),
+    "predict-while-training": (_training_now, ["predict", "RUN", "x"],
+                               ["a run is still training into this folder", f"process {os.getpid()}"]),
+    "compare-half-metrics": (_truncate("metrics.json"), ["compare", "RUN", "--out", "report"],
+                             ["metrics.json: line", "not valid JSON"]),
+    "compare-broken-log": (_broken_log, ["compare", "RUN", "--out", "report"],
+                           ["train_log.jsonl: line 2: not valid JSON", "leave it out"]),
+    "compare-report-into-run": (lambda run: None, ["compare", "RUN", "--out", "RUN/report"],
+                                ["--out", "lies inside the run folder", "choose a folder outside it"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_broken_run_folder_is_named(case: str, tagger_template: Path, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    damage, argv, fragments = BROKEN[case]
+    bystanders(tmp_path)
+    run = tmp_path / "run"
+    shutil.copytree(tagger_template, run)
+    damage(run)
+    before = snapshot(tmp_path)
+    monkeypatch.setenv("HF_TOKEN", "hf_FAKEtokenForTestsOnly0123456789abcdef")
+    args = [str(run) if a == "RUN" else a.replace("RUN/", f"{run}/") for a in argv]
+    if case == "predict-while-training":
+        with RunFolderLock(run):
+            result = nlpipe(*args, cwd=tmp_path)
+    else:
+        result = nlpipe(*args, cwd=tmp_path)
+    assert_one_error_line(result, *fragments)
+    assert snapshot(tmp_path) == before
+
+
+def test_compare_tolerates_malformed_values_and_a_half_written_last_log_line(tagger_template: Path,
+                                                                             tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "myrun"
+    shutil.copytree(tagger_template, run)
+    _edit_json(run / "metrics.json", lambda m: m.update(parameters="many", train=[1, 2], test={"f1": "high"}))
+    with open(run / "train_log.jsonl", "a") as handle:
+        handle.write('[1, 2]\n{"step": "x", "split": "validation", "f1": 3}\n{"step": 9, "spl')  # killed mid-write
+    before = snapshot(run)
+    result = nlpipe("compare", str(run), "--out", "report", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = (tmp_path / "report" / "report.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| myrun "))
+    assert row.count("–") >= 3, row  # parameters, score, wall time shown as missing, not as garbage
+    assert snapshot(run) == before
