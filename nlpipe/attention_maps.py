@@ -38,28 +38,33 @@ def load_model_for_attention(folder: str | Path) -> tuple[Any, Any]:
     Raises:
         NlpipeError: the folder is not a saved model with its tokenizer.
     """
-    import transformers
+    from .run_folder import check_run_folder, open_run
 
-    import nlpipe  # noqa: F401  (registers our Auto classes)
-
-    folder = Path(folder)
-    for name in ("config.json", "tokenizer.json"):
-        if not (folder / name).is_file():
-            raise NlpipeError(f"{folder}: '{name}' is missing; give a run folder written by 'nlpipe run recipe'")
-    config = transformers.AutoConfig.from_pretrained(folder)
-    if config.is_encoder_decoder:
-        auto = transformers.AutoModelForSeq2SeqLM
-    elif config.model_type in ("gpt2", "nlpipe_rnn_lm"):
-        auto = transformers.AutoModelForCausalLM
-    else:
-        auto = transformers.AutoModelForTokenClassification
+    checked = check_run_folder(folder, "attention", allow_bare_model=True)
+    reason = _no_attention(checked.config)
+    if reason:
+        task = f"a {checked.recipe.task} run of {checked.recipe.model.get('type')}" if checked.recipe else "a model"
+        raise NlpipeError(
+            f"{folder}: {task}, {reason}; 'nlpipe attention' draws attention seq2seq runs (attention != none) and "
+            "Transformer runs (bert, gpt2, marian, summarization-transformer) — give such a run folder"
+        )
     try:
         # sdpa kernels return no weights; eager attention does.
-        model = auto.from_pretrained(folder, attn_implementation="eager")
-    except (ValueError, TypeError):
-        model = auto.from_pretrained(folder)
-    model.eval()
-    return model, transformers.AutoTokenizer.from_pretrained(folder)
+        _, model, tokenizer = open_run(folder, "attention", checked=checked,
+                                       model_kwargs={"attn_implementation": "eager"})
+    except NlpipeError:
+        _, model, tokenizer = open_run(folder, "attention", checked=checked)
+    return model, tokenizer
+
+
+def _no_attention(config: dict[str, Any]) -> str | None:
+    """Why a saved model has no attention to draw (None when it has)."""
+    model_type = config.get("model_type")
+    if model_type in ("nlpipe_rnn_tagger", "nlpipe_rnn_lm"):
+        return "a recurrent model without attention"
+    if model_type == "nlpipe_rnn_seq2seq" and config.get("attention") == "none":
+        return "a seq2seq model built without attention (attention: none)"
+    return None
 
 
 # --------------------------------------------------------------------------------------------- plotting

@@ -189,8 +189,9 @@ def tokenizer_train_cli(
     from .data.catalog import load_data
     from .recipe import load_recipe
     from .tasks import get_task
-    from .tokenizer_training import load_spec, train_tokenizer
+    from .tokenizer_training import check_tokenizer_output, load_spec, train_tokenizer
 
+    check_tokenizer_output(output_dir)  # before loading anything: never into a run folder
     loaded = load_recipe(recipe)
     if data_dir is not None:
         data = None
@@ -270,10 +271,12 @@ def push_cli(
     commit_message: Annotated[str | None, typer.Option("--commit-message", help="Commit message.")] = None,
 ) -> None:
     """Push a run folder to the Hugging Face Hub (model, code, tokenizer, card); token from HF_TOKEN or login."""
-    from .hub import push_run
+    from .hub import left_out_files, push_run
 
     url = push_run(run_dir, repo_id, private=private, revision=revision, commit_message=commit_message)
     typer.echo(f"pushed {run_dir} to {url}")
+    if left := left_out_files(run_dir):
+        typer.echo(f"left out (not files nlpipe ships): {', '.join(left)}")
 
 
 @app.command("export")
@@ -283,10 +286,12 @@ def export_cli(
     repo_id: Annotated[str | None, typer.Option("--repo-id", help="Repository id shown in the card.")] = None,
 ) -> None:
     """Write a copy of a run folder that loads with trust_remote_code=True, without nlpipe."""
-    from .hub import export_run, shipped_files
+    from .hub import export_run, left_out_files, shipped_files
 
     export_run(run_dir, out_dir, repo_id=repo_id)
     typer.echo(f"exported {run_dir} to {out_dir}: {', '.join(shipped_files(out_dir))}")
+    if left := left_out_files(run_dir):
+        typer.echo(f"left out (not files nlpipe ships): {', '.join(left)}")
 
 
 def main() -> None:

@@ -56,14 +56,50 @@ class RunSummary:
     """Input-length bucket → score, from ``<metric>_len_<bucket>`` keys of the scored split."""
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise NlpipeError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg}); rerun the run or remove it") from exc
-    if not isinstance(value, dict):
-        raise NlpipeError(f"{path}: expected a JSON object; rerun the run or remove it from the comparison")
+def _number(value: Any) -> float | None:
+    """A metric value as a number, or None when it is missing, not a number, or not finite (shown as '–')."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
     return value
+
+
+def _section(mapping: Any, key: str) -> dict[str, Any]:
+    """``mapping[key]`` when both are mappings, else an empty one (a malformed section reads as missing)."""
+    value = mapping.get(key) if isinstance(mapping, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def read_curve(log_path: Path, metric: str) -> list[tuple[int, float]]:
+    """(step, validation `metric`) pairs from a ``train_log.jsonl``.
+
+    A half-written last line (a run killed while logging) and records without numbers are skipped.
+
+    Raises:
+        NlpipeError: the file is not UTF-8, or a line other than the last is not JSON (naming file and line).
+    """
+    try:
+        lines = log_path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise NlpipeError(f"{log_path}: not UTF-8 text; the log is damaged — rerun the run or leave it out") from None
+    curve = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if number == len(lines):
+                continue  # half-written by a kill: the lines before it are whole
+            raise NlpipeError(
+                f"{log_path}: line {number}: not valid JSON ({exc.msg}); the log is damaged — rerun the run or "
+                "leave it out of the comparison"
+            ) from None
+        if not isinstance(record, dict) or record.get("split") != "validation":
+            continue
+        value, step = _number(record.get(metric)), _number(record.get("step"))
+        if value is not None:
+            curve.append((int(step) if step is not None else len(curve), float(value)))
+    return curve
 
 
 def _model_label(model: dict[str, Any]) -> str:
@@ -88,62 +124,44 @@ def load_run_summary(run_dir: str | Path) -> RunSummary:
     Raises:
         NlpipeError: the folder or its ``metrics.json`` is missing or unreadable.
     """
-    import yaml
+    from .run_folder import check_run_folder
 
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise NlpipeError(f"{run_dir}: no such run folder; give folders written by 'nlpipe run recipe'")
-    metrics_path = run_dir / "metrics.json"
-    if not metrics_path.is_file():
-        raise NlpipeError(f"{metrics_path}: missing; the run did not finish — rerun it or leave it out")
-    metrics = _read_json(metrics_path)
-    info = _read_json(run_dir / "run_info.json") if (run_dir / "run_info.json").is_file() else {}
-    recipe: dict[str, Any] = {}
-    if (run_dir / "recipe.yaml").is_file():
-        try:
-            recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise NlpipeError(f"{run_dir / 'recipe.yaml'}: not valid YAML ({exc}); rerun the run") from exc
+    checked = check_run_folder(run_dir, "compare", needs=("metrics",))
+    metrics = checked.metrics or {}
+    info, recipe = checked.info, checked.recipe_raw
 
-    metric = str(metrics.get("selection_metric") or recipe.get("eval", {}).get("metric") or "")
+    eval_section = _section(recipe, "eval")
+    metric = str(metrics.get("selection_metric") or eval_section.get("metric") or "")
     split = "test" if isinstance(metrics.get("test"), dict) else "validation"
-    scores = metrics.get(split, {}) if isinstance(metrics.get(split), dict) else {}
-    score = scores.get(metric)
-    train = metrics.get("train", {}) if isinstance(metrics.get("train"), dict) else {}
+    scores = _section(metrics, split)
+    score = _number(scores.get(metric))
+    train = _section(metrics, "train")
     buckets = {}
     for key, value in scores.items():
         found = _LEN_KEY.match(key)
-        if found and found.group("metric") == metric and isinstance(value, (int, float)):
+        if found and found.group("metric") == metric and _number(value) is not None:
             buckets[found.group("bucket")] = float(value)
 
-    curve = []
     log_path = run_dir / "train_log.jsonl"
-    if log_path.is_file():
-        for number, line in enumerate(log_path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise NlpipeError(f"{log_path}: line {number}: not valid JSON ({exc.msg})") from exc
-            if record.get("split") == "validation" and isinstance(record.get(metric), (int, float)):
-                curve.append((int(record.get("step", len(curve))), float(record[metric])))
+    curve = read_curve(log_path, metric) if log_path.is_file() else []
 
-    peak = metrics.get("peak_memory_mb", train.get("peak_memory_mb"))
+    peak = _number(metrics.get("peak_memory_mb", train.get("peak_memory_mb")))
+    parameters = _number(metrics.get("parameters"))
     return RunSummary(
         run_dir=run_dir,
         name=run_dir.name,
         task=str(info.get("task") or recipe.get("task") or "unknown"),
         recipe=str(info.get("recipe") or recipe.get("name") or run_dir.name),
-        model_type=_model_label(recipe.get("model", {}) or {}),
-        parameters=metrics.get("parameters"),
+        model_type=_model_label(_section(recipe, "model")),
+        parameters=int(parameters) if parameters is not None else None,
         metric=metric,
-        score=float(score) if isinstance(score, (int, float)) else None,
+        score=float(score) if score is not None else None,
         score_split=split,
-        greater_is_better=bool(recipe.get("eval", {}).get("greater_is_better", metric != "perplexity")),
-        wall_s=train.get("wall_s"),
-        tokens_per_s=train.get("tokens_per_s"),
-        peak_memory_mb=float(peak) if isinstance(peak, (int, float)) else None,
+        greater_is_better=bool(eval_section.get("greater_is_better", metric != "perplexity")),
+        wall_s=_number(train.get("wall_s")),
+        tokens_per_s=_number(train.get("tokens_per_s")),
+        peak_memory_mb=float(peak) if peak is not None else None,
         device=str(info.get("machine") or MISSING),
         curve=curve,
         buckets=buckets,
@@ -282,8 +300,11 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path = "report") -> 
     Raises:
         NlpipeError: no run folders, or one of them is not a finished run.
     """
+    from .run_folder import refuse_run_folder
+
     if not run_dirs:
         raise NlpipeError("nothing to compare: give one or more run folders (or --recipes GLOB)")
+    refuse_run_folder(out_dir, "--out")
     runs = [load_run_summary(d) for d in run_dirs]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,17 +1,20 @@
 """Share a run folder: export it so it loads without nlpipe, and push it to the Hugging Face Hub.
 
-``export_run(run_dir, out_dir)`` writes a Hub-ready copy of a finished run folder::
+``export_run(run_dir, out_dir)`` writes a Hub-ready copy of a finished run folder, made only of files
+nlpipe writes itself (an allow-list)::
 
-    config.json            with ``auto_map`` (and ``custom_pipelines`` when the model has its own pipeline)
-    model.safetensors      the weights
-    configuration_*.py, modeling_*.py, ...   the model's code, for ``trust_remote_code=True``
+    config.json            re-saved, with ``auto_map`` (and ``custom_pipelines``) regenerated from nlpipe's code
+    model.safetensors      the weights, re-saved (never a pickle)
+    configuration_*.py, modeling_*.py, ...   the model's code, copied from the nlpipe package, for ``trust_remote_code=True``
     pipeline_*.py          the model's own pipeline (CRF Viterbi decoding) when it has one
-    tokenizer.json  tokenizer_config.json
-    README.md  training_curve.png          the model card, rewritten for the repository id
-    recipe.yaml  metrics.json  run_info.json  train_log.jsonl
+    tokenizer.json  tokenizer_config.json  (special_tokens_map.json)   with any ``auto_map`` removed
+    README.md              the model card, rewritten for the repository id
+    recipe.yaml  metrics.json  run_info.json  train_log.jsonl  training_curve.png   copied when plain files
 
-``checkpoints/`` (resume state, only present during training) and ``logs/`` (TensorBoard events:
-``train_log.jsonl`` holds the same numbers) are not shipped.
+Anything else in the run folder is left out and listed (`left_out_files`): pickles (``pytorch_model.bin``,
+``training_args.bin``), stray ``.py`` files, symlinks (never followed), ``checkpoints/`` (resume state) and
+``logs/`` (TensorBoard events: ``train_log.jsonl`` holds the same numbers). The export is built beside
+`out_dir` and swapped in when complete; `out_dir` must be new, empty, or an earlier export.
 
 ``push_run(run_dir, repo_id)`` exports into a temporary folder and uploads it in one commit with
 `huggingface_hub.HfApi.create_commit`. The token comes from ``HF_TOKEN`` or the standard login
@@ -36,7 +39,14 @@ from .errors import NlpipeError
 NOT_SHIPPED = ("checkpoints", "logs")
 """Run-folder sub-folders that stay on disk (resume state; TensorBoard events duplicated by train_log.jsonl)."""
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors")
-"""Files `save_pretrained` rewrites in the export (the rest of the run folder is copied as is)."""
+"""Files `save_pretrained` rewrites in the export from the loaded model."""
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+"""Tokenizer data copied into the export (``tokenizer_config.json`` without ``auto_map``: nlpipe ships no tokenizer code)."""
+COPIED_FILES = ("recipe.yaml", "metrics.json", "run_info.json", "train_log.jsonl", "training_curve.png")
+"""Run records copied as they are (plain files only)."""
+CARD = "README.md"
+EXPORT_MARKER = ".nlpipe-export"
+"""Left in an export folder, so a later export may replace it (never pushed: hidden files are not shipped)."""
 REQUIRED = ("config.json", "model.safetensors", "tokenizer.json")
 PIPELINE_TASKS = {"token-classification": ("ner", "token-classification")}
 """Task names a model's own pipeline is registered under; ``ner`` is the alias users type."""
@@ -48,12 +58,17 @@ _NLPIPE_IMPORT = re.compile(r"^\s*(from\s+nlpipe\b|import\s+nlpipe\b|from\s+\.\s
 # --------------------------------------------------------------------------- export
 
 
-def _check_run_dir(run_dir: Path) -> None:
-    if not run_dir.is_dir():
-        raise NlpipeError(f"{run_dir}: no such run folder; give a folder written by 'nlpipe run recipe'")
-    for name in REQUIRED:
-        if not (run_dir / name).is_file():
-            raise NlpipeError(f"{run_dir}: '{name}' is missing; the run did not finish — rerun it or use --resume")
+def _check_run_dir(run_dir: Path, command: str = "export") -> None:
+    """The shared run-folder check, plus: the files an export re-saves are never links."""
+    from .run_folder import check_run_folder
+
+    check_run_folder(run_dir, command, allow_bare_model=True)
+    for name in (*MODEL_FILES, *TOKENIZER_FILES):
+        if (run_dir / name).is_symlink():
+            raise NlpipeError(
+                f"{run_dir / name}: is a symbolic link; nlpipe {command} ships only files nlpipe wrote — replace the "
+                "link with the file itself"
+            )
 
 
 def _auto_class_for(config: Any) -> str:
@@ -155,41 +170,55 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None 
     gets ``auto_map`` and the model's code files are copied; a model family with its own pipeline
     (``pipeline_*.py``) also gets ``custom_pipelines`` so ``pipeline("ner", model=..., trust_remote_code=True)``
     uses it. The model card is rewritten to show loading by `repo_id`. Models built from transformers'
-    own classes (bert, marian, gpt2) need no code and are copied as they are.
+    own classes (bert, marian, gpt2) need no code and are re-saved without ``auto_map``. Only the
+    allow-listed files are written (see the module docstring); `left_out_files` lists the rest.
 
     Args:
         run_dir: a finished run folder.
-        out_dir: where to write the copy (created; must not hold files other than a previous export's).
+        out_dir: where to write the copy (new, empty, or an earlier export, which is replaced as a whole;
+            never a run folder).
         repo_id: the Hub repository id shown in the card's usage example.
 
     Returns:
         `out_dir`.
 
     Raises:
-        NlpipeError: the run folder is incomplete, `out_dir` is the run folder itself, or an exported code
-        file imports something `trust_remote_code` cannot load.
+        NlpipeError: the run folder is incomplete or broken, `out_dir` is (in) a run folder or holds other
+        files, or an exported code file imports something `trust_remote_code` cannot load.
     """
-    import transformers
-
-    import nlpipe  # noqa: F401  (registers our Auto classes)
+    from .run_folder import replacing_folder
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     _check_run_dir(run_dir)
     if out_dir.resolve() == run_dir.resolve():
         raise NlpipeError(f"{out_dir}: the export folder must differ from the run folder; choose another folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with replacing_folder(out_dir, "export folder", EXPORT_MARKER) as staging:
+        _write_export(run_dir, staging, repo_id)
+    return out_dir
 
-    for item in sorted(run_dir.iterdir()):
-        if item.name in NOT_SHIPPED or item.name in MODEL_FILES or item.name.startswith("."):
-            continue
-        if item.is_dir():
-            shutil.copytree(item, out_dir / item.name, dirs_exist_ok=True)
-        else:
-            shutil.copy2(item, out_dir / item.name)
+
+def _write_export(run_dir: Path, out_dir: Path, repo_id: str | None) -> None:
+    """Write the allow-listed export of `run_dir` into the empty folder `out_dir`."""
+    import transformers
+
+    import nlpipe  # noqa: F401  (registers our Auto classes)
+
+    for name in (*COPIED_FILES, *TOKENIZER_FILES):
+        item = run_dir / name
+        if item.is_file() and not item.is_symlink():  # never a link's target
+            shutil.copyfile(item, out_dir / name)
+    tokenizer_config = out_dir / "tokenizer_config.json"
+    if tokenizer_config.is_file():
+        values = _read_json(tokenizer_config)
+        if values.pop("auto_map", None) is not None:  # would name code nlpipe did not write
+            tokenizer_config.write_text(json.dumps(values, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
     config = transformers.AutoConfig.from_pretrained(run_dir)
     auto_class = _auto_class_for(config)
-    model = getattr(transformers, auto_class).from_pretrained(run_dir)
+    for key in ("auto_map", "custom_pipelines"):  # regenerated below from nlpipe's own classes, never trusted
+        if hasattr(config, key):
+            delattr(config, key)
+    model = getattr(transformers, auto_class).from_pretrained(run_dir, config=config, use_safetensors=True)
     if _is_nlpipe_class(type(model)):
         with _registered_for_auto_class(type(model.config), type(model), auto_class):
             _add_custom_pipeline(model, auto_class, out_dir)
@@ -198,19 +227,34 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None 
     else:
         model.save_pretrained(out_dir)
 
-    if (run_dir / "recipe.yaml").is_file():
-        _rewrite_card(run_dir, out_dir, repo_id)
-    return out_dir
+    if (out_dir / "recipe.yaml").is_file():
+        _rewrite_card(out_dir, repo_id)
 
 
-def _rewrite_card(run_dir: Path, out_dir: Path, repo_id: str | None) -> None:
-    """The card of the export: same content, usage with `repo_id` and trust_remote_code where needed."""
+def left_out_files(run_dir: str | Path) -> list[str]:
+    """What an export of `run_dir` leaves out besides ``checkpoints/`` and ``logs/``: files nlpipe does not
+    ship (pickles, stray code, unknown files) and links (marked ``(symlink)``), sorted."""
+    shipped = {*MODEL_FILES, *TOKENIZER_FILES, *COPIED_FILES, CARD}
+    left = []
+    for item in sorted(Path(run_dir).iterdir()):
+        if item.is_symlink():
+            left.append(f"{item.name} (symlink)")
+        elif item.name not in shipped and item.name not in NOT_SHIPPED and not item.name.startswith("."):
+            left.append(item.name + ("/" if item.is_dir() else ""))
+    return left
+
+
+def _rewrite_card(out_dir: Path, repo_id: str | None) -> None:
+    """The card of the export: same content, usage with `repo_id` and trust_remote_code where needed.
+
+    Read from the export's own copies (plain files of the run folder), never through a link.
+    """
     from .model_card import model_card_text
     from .recipe import parse_recipe, read_yaml
 
-    recipe = parse_recipe(read_yaml(run_dir / "recipe.yaml"), str(run_dir / "recipe.yaml"))
-    metrics = _read_json(run_dir / "metrics.json")
-    info = _read_json(run_dir / "run_info.json")
+    recipe = parse_recipe(read_yaml(out_dir / "recipe.yaml"), str(out_dir / "recipe.yaml"))
+    metrics = _read_json(out_dir / "metrics.json")
+    info = _read_json(out_dir / "run_info.json")
     config = json.loads((out_dir / "config.json").read_text())
     text = model_card_text(
         recipe, metrics, info, (out_dir / "training_curve.png").is_file(),
@@ -224,9 +268,15 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def shipped_files(folder: str | Path) -> list[str]:
-    """Relative paths (POSIX) of every file in an export folder, sorted: what a push uploads."""
+    """Relative paths (POSIX) of the plain files in an export folder, sorted: what a push uploads.
+
+    Hidden files (the export marker) and links are never shipped.
+    """
     folder = Path(folder)
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    return sorted(
+        p.relative_to(folder).as_posix() for p in folder.rglob("*")
+        if p.is_file() and not p.is_symlink() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
 
 
 # --------------------------------------------------------------------------- push
@@ -317,7 +367,7 @@ def push_run(
 
     check_repo_id(repo_id)
     run_dir = Path(run_dir)
-    _check_run_dir(run_dir)
+    _check_run_dir(run_dir, "push")
     token = resolve_token(token)
     later = push_command(run_dir, repo_id, private=private, revision=revision)
     safe = f"the model is safe on disk at {run_dir}; push it later with: {later}"
@@ -349,6 +399,14 @@ def push_run(
             if _is_network_error(exc):
                 raise NlpipeError(
                     f"cannot reach the Hugging Face Hub ({type(exc).__name__}: {_scrub(str(exc), token)}); {safe}"
+                ) from None
+            if isinstance(exc, (ValueError, KeyError, TypeError)):  # JSONDecodeError is a ValueError
+                from huggingface_hub import constants
+
+                detail = _scrub(str(exc), token)[:200]
+                raise NlpipeError(
+                    f"{constants.ENDPOINT} did not answer like the Hugging Face Hub API ({type(exc).__name__}: "
+                    f"{detail}); check HF_ENDPOINT and any proxy in between; {safe}"
                 ) from None
             raise
     return str(getattr(commit, "commit_url", None) or f"https://huggingface.co/{repo_id}")

@@ -35,7 +35,7 @@ def predict(run_dir: str | Path, texts: list[str], source: str = "input") -> lis
         NlpipeError: empty input, missing run files.
     """
     check_texts(texts, source)
-    recipe, _, model, tokenizer = load_run(run_dir)
+    recipe, _, model, tokenizer = load_run(run_dir, "predict")
     results = []
     if recipe.task == "token-classification":
         from .tasks.token_classification import group_entities, tag_words

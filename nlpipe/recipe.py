@@ -17,6 +17,7 @@ import yaml
 
 from .errors import NlpipeError
 from .package_data import package_data_dir
+from .run_folder import check_run_name
 
 TASKS = ("token-classification", "translation", "summarization", "causal-lm")
 
@@ -284,6 +285,7 @@ def parse_recipe(raw: Any, source: str = "<memory>") -> Recipe:
         raw = {**raw, "tokenizer": {"spec": raw["tokenizer"]}}
     recipe = _build(Recipe, raw, source, "")
     recipe.source = source
+    check_run_name(recipe.name, source)
     if recipe.task not in TASKS:
         raise NlpipeError(f"{source}: key 'task': unknown task '{recipe.task}'; choose one of {', '.join(TASKS)}")
     if "type" not in recipe.model:

@@ -27,7 +27,8 @@ from typing import Any
 
 from .data.catalog import describe_source, load_data
 from .errors import NlpipeError
-from .recipe import Recipe, dump_recipe, load_recipe, parse_recipe, read_yaml
+from .recipe import Recipe, dump_recipe, load_recipe
+from .run_folder import identity_fields, prepare_run_folder
 from .tasks import get_task
 from .tokenizer_training import load_spec, train_tokenizer
 
@@ -70,50 +71,8 @@ def git_commit() -> str | None:
 
 
 def _check_output_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Fail before training when the folder is unusable (unwritable, or a previous run would be lost)."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise NlpipeError(f"{run_dir}: exists and is not a folder; choose another --output-dir")
-    if resume:
-        from .training.checkpointing import find_resumable
-
-        found, damaged = find_resumable(run_dir / "checkpoints")
-        if found is None:
-            raise NlpipeError(
-                f"{run_dir}: no checkpoint to resume from "
-                + (f"(none is intact: {'; '.join(damaged)}); rerun with --overwrite" if damaged else
-                   f"(no complete {run_dir / 'checkpoints'}/step-*); run again without --resume")
-            )
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not resume:
-        if not overwrite:
-            raise NlpipeError(
-                f"{run_dir}: folder already holds a run; pass --resume to continue it, --overwrite to replace it, "
-                "or choose another --output-dir"
-            )
-        for item in run_dir.iterdir():
-            shutil.rmtree(item) if item.is_dir() else item.unlink()
-    # Probe by writing, then take back the folders the probe made: a run that fails later on a bad
-    # recipe or bad data leaves nothing behind (run_recipe creates the folder once it starts writing).
-    new_dirs = []
-    existing = run_dir
-    while not existing.exists() and existing != existing.parent:
-        new_dirs.append(existing)
-        existing = existing.parent
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_bytes(b"x" * 1024)
-        probe.unlink()
-    except OSError as exc:
-        raise NlpipeError(f"{run_dir}: cannot write there ({exc.strerror}); choose another --output-dir") from exc
-    finally:
-        for folder in new_dirs:  # deepest first
-            try:
-                folder.rmdir()
-            except OSError:
-                break
-    free = shutil.disk_usage(existing).free
-    if free < 50 * 2**20:
-        raise NlpipeError(f"{run_dir}: only {free // 2**20} MiB free on that disk; free space or choose another --output-dir")
+    """Fail before training when the folder is unusable (see `run_folder.prepare_run_folder`); write nothing."""
+    prepare_run_folder(run_dir, resume=resume, overwrite=overwrite).release()
 
 
 def _remove_unstarted_run(run_dir: Path, existed: bool, before: set[Path]) -> None:
@@ -210,22 +169,53 @@ def run_recipe(
     Raises:
         NlpipeError: any problem the user can fix (recipe, data, folder, NaN loss, interruption).
     """
-    from accelerate.utils import set_seed
-
-    from .model_card import write_model_card
-    from .training.checkpointing import check_resume_identity, data_fingerprint
-    from .training.loop import train
+    from .training.checkpointing import check_resume_identity
 
     recipe = name_or_path if isinstance(name_or_path, Recipe) else load_recipe(name_or_path, overrides)
     if recipe.push_to_hub:  # fail now, not after training, on a bad repo id or a missing token
         from .hub import check_push_settings
 
         check_push_settings(recipe)
-    run_dir = Path(output_dir or Path("runs") / recipe.name)
-    _check_output_dir(run_dir, resume, overwrite)
-    identity = {"recipe": recipe.to_dict(), "data": describe_source(data, data_dir)}
-    if resume:  # refuse another recipe or data source before loading or writing anything
-        check_resume_identity(run_dir, identity)
+    # The run folder is decided and locked before anything is loaded; an overwrite trains beside the old
+    # run and replaces it only at the end (see nlpipe/run_folder.py).
+    folder = prepare_run_folder(output_dir or Path("runs") / recipe.name, resume=resume, overwrite=overwrite,
+                                writer=int(os.environ.get("RANK", "0")) == 0)
+    try:
+        identity = {"recipe": recipe.to_dict(), "data": describe_source(data, data_dir)}
+        if resume:  # refuse another recipe or data source before loading or writing anything
+            check_resume_identity(folder.work_dir, identity)
+        result = _train_and_write(recipe, folder.work_dir, folder, data=data, data_dir=data_dir, resume=resume,
+                                  progress=progress, identity=identity)
+    except NlpipeError as exc:
+        folder.abandon()
+        if folder.staged:
+            raise NlpipeError(f"{exc}; the previous run in {folder.target} is untouched",
+                              exit_code=exc.exit_code) from exc
+        raise
+    except BaseException:
+        folder.abandon()
+        raise
+    run_dir = folder.finish()
+    if recipe.push_to_hub and int(os.environ.get("RANK", "0")) == 0:
+        from .hub import push_run
+
+        url = push_run(run_dir, recipe.hub.repo_id, private=recipe.hub.private, revision=recipe.hub.revision,
+                       commit_message=recipe.hub.commit_message)
+        print(f"pushed to {url}")
+    return RunResult(run_dir=run_dir, metrics=result)
+
+
+def _train_and_write(
+    recipe: Recipe, run_dir: Path, folder: Any, *, data: str | None, data_dir: str | Path | None, resume: bool,
+    progress: bool, identity: dict[str, Any],
+) -> dict[str, Any]:
+    """Load data, train, evaluate and write the run into `run_dir` (the work folder); return the metrics."""
+    from accelerate.utils import set_seed
+
+    from .model_card import write_model_card
+    from .training.checkpointing import check_resume_identity, data_fingerprint
+    from .training.loop import train
+
     accelerator = make_accelerator(recipe, run_dir)
     set_seed(recipe.train.seed)
 
@@ -253,7 +243,7 @@ def run_recipe(
     )
     existed = run_dir.is_dir()
     before = set(run_dir.iterdir()) if existed else set()
-    run_dir.mkdir(parents=True, exist_ok=True)  # first write: the data, tokenizer and model are fine
+    folder.create()  # first write: the data, tokenizer and model are fine
     if accelerator.is_main_process and not resume:  # a resume keeps the run's recipe.yaml (checked equal above)
         dump_recipe(recipe, run_dir / "recipe.yaml")
     accelerator.init_trackers(recipe.name.replace("/", "_"))
@@ -304,47 +294,31 @@ def run_recipe(
             "num_processes": accelerator.num_processes,
             "mixed_precision": accelerator.mixed_precision,
             "nlpipe_commit": git_commit(),
+            **identity_fields(),
         }
         (run_dir / "run_info.json").write_text(json.dumps(info, indent=2))
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         write_model_card(run_dir, recipe, metrics, info)
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-        if recipe.push_to_hub:
-            from .hub import push_run
-
-            url = push_run(run_dir, recipe.hub.repo_id, private=recipe.hub.private, revision=recipe.hub.revision,
-                           commit_message=recipe.hub.commit_message)
-            accelerator.print(f"pushed to {url}")
-    return RunResult(run_dir=run_dir, metrics=metrics)
+    return metrics
 
 
 _HEADLINE = ("f1", "precision", "recall", "sacrebleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum", "perplexity")
 
 
-def load_run(run_dir: str | Path) -> tuple[Recipe, dict[str, Any], Any, Any]:
+def load_run(run_dir: str | Path, command: str = "predict") -> tuple[Recipe, dict[str, Any], Any, Any]:
     """Open a finished run folder: (recipe, run_info, model, tokenizer).
 
+    The folder is checked first (`run_folder.check_run_folder`: every file present and whole, labels and
+    tokenizer matching the model); `command` names the command in messages.
+
     Raises:
-        NlpipeError: the folder is missing or lacks a file a run folder must have.
+        NlpipeError: the folder is missing, lacks a file a run folder must have, or a file is broken (named).
     """
-    import transformers
+    from .run_folder import open_run
 
-    import nlpipe  # noqa: F401  (registers our Auto classes)
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise NlpipeError(f"{run_dir}: no such run folder; give a folder written by 'nlpipe run recipe'")
-    for name in ("recipe.yaml", "config.json", "model.safetensors", "tokenizer.json"):
-        if not (run_dir / name).is_file():
-            raise NlpipeError(f"{run_dir}: '{name}' is missing; the run did not finish — rerun it or use --resume")
-    recipe = parse_recipe(read_yaml(run_dir / "recipe.yaml"), str(run_dir / "recipe.yaml"))
-    info_path = run_dir / "run_info.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    task = get_task(recipe)
-    model = getattr(transformers, task.auto_class).from_pretrained(run_dir)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(run_dir)
-    model.eval()
-    return recipe, info, model, tokenizer
+    checked, model, tokenizer = open_run(run_dir, command)
+    return checked.recipe, checked.info, model, tokenizer
 
 
 @dataclass
@@ -378,8 +352,8 @@ def open_run_evaluation(
     max_eval_examples: int | None = None,
 ) -> RunEvaluation:
     """Open a saved run folder with the data it was trained on (or `data`/`data_dir`) for evaluation."""
-    recipe, info, model, tokenizer = load_run(run_dir)
-    recorded = info.get("data", {})
+    recipe, info, model, tokenizer = load_run(run_dir, "eval")
+    recorded = info.get("data") if isinstance(info.get("data"), dict) else {}
     if data is None and data_dir is None:
         data = {"sample": "sample", "hub": "hub"}.get(recorded.get("source"))
         data_dir = recorded.get("data_dir")

@@ -248,16 +248,37 @@ def _train_sentencepiece(spec: TokenizerSpec, texts: list[str]):  # -> tokenizer
     return tok
 
 
+SPEC_FILE = "nlpipe_tokenizer_spec.json"
+"""The spec a tokenizer was trained from; in an output folder it also says "nlpipe wrote this folder"."""
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "chat_template.jinja", SPEC_FILE)
+"""What saving a trained tokenizer writes into a folder."""
+
+
+def check_tokenizer_output(output_dir: str | Path) -> None:
+    """Before training a tokenizer into `output_dir`: never into a run folder, never over files nlpipe did not write.
+
+    Raises:
+        NlpipeError: `output_dir` is (or lies in) a run folder, or holds tokenizer files of something else.
+    """
+    from .run_folder import check_output_folder
+
+    check_output_folder(output_dir, "--output-dir", TOKENIZER_FILES, marker=SPEC_FILE)
+
+
 def train_tokenizer(spec: TokenizerSpec, texts: Iterable[str], output_dir: str | Path | None = None):
     """Train (or reuse from the cache) a tokenizer on `texts` and return a `PreTrainedTokenizerFast`.
 
     The result is saved in the cache and, when `output_dir` is given, also there.
 
     Raises:
-        NlpipeError: when there is no training text or the spec is inconsistent.
+        NlpipeError: when there is no training text, the spec is inconsistent, or `output_dir` may not be
+        written (see `check_tokenizer_output`).
     """
     from transformers import PreTrainedTokenizerFast
 
+    if output_dir is not None:
+        check_tokenizer_output(output_dir)
     texts = [t for t in texts]
     if not any(t.strip() for t in texts):
         raise NlpipeError(f"tokenizer '{spec.name}': no training text (is the training split empty?)")
@@ -271,7 +292,7 @@ def train_tokenizer(spec: TokenizerSpec, texts: Iterable[str], output_dir: str |
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=cached.parent, prefix=".tmp-"))
         tokenizer.save_pretrained(tmp)
-        (tmp / "nlpipe_tokenizer_spec.json").write_text(json.dumps(dataclasses.asdict(spec), indent=2))
+        (tmp / SPEC_FILE).write_text(json.dumps(dataclasses.asdict(spec), indent=2))
         try:
             os.replace(tmp, cached)
         except OSError:  # another process wrote the same key first
@@ -279,4 +300,5 @@ def train_tokenizer(spec: TokenizerSpec, texts: Iterable[str], output_dir: str |
     tokenizer = PreTrainedTokenizerFast.from_pretrained(str(cached))
     if output_dir is not None:
         tokenizer.save_pretrained(str(output_dir))
+        (Path(output_dir) / SPEC_FILE).write_text(json.dumps(dataclasses.asdict(spec), indent=2))
     return tokenizer

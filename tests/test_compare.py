@@ -184,7 +184,7 @@ def test_errors_name_the_problem(tmp_path, fake_runs):
     with pytest.raises(NlpipeError, match="no such run folder"):
         compare_runs([tmp_path / "missing"], tmp_path / "r")
     (tmp_path / "unfinished").mkdir()
-    with pytest.raises(NlpipeError, match="metrics.json: missing"):
+    with pytest.raises(NlpipeError, match="'metrics.json' is missing"):
         compare_runs([tmp_path / "unfinished"], tmp_path / "r")
     broken = tmp_path / "broken"
     broken.mkdir()

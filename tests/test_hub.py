@@ -206,3 +206,128 @@ def test_recipe_run_pushes_at_the_end(hub: FakeHub, tmp_path: Path) -> None:
     assert (result.run_dir / "logs").is_dir()  # stays on disk, not shipped
     _assert_no_token(hub.root)
     _assert_no_token(result.run_dir)
+
+
+# --------------------------------------------------------------------------- what an export may contain
+
+LOAD_WITHOUT_NLPIPE = r'''
+import sys
+sys.modules["nlpipe"] = None
+from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
+folder = sys.argv[1]
+tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+model = AutoModelForTokenClassification.from_pretrained(folder, trust_remote_code=True)
+ner = pipeline("ner", model=folder, trust_remote_code=True)
+print("LOADED", type(model).__module__, len(ner("Peter works for Siemens in Berlin .")) >= 0)
+'''
+
+
+def test_export_ships_only_what_nlpipe_wrote(tagger_run: Path, tmp_path: Path) -> None:
+    """A run folder salted with pickles, stray code, an auto_map naming that code and links to a secret:
+    none of it is exported, the export still loads without nlpipe, and the salt's code never runs."""
+    import hashlib
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    shutil.copytree(tagger_run, run)
+    ran = tmp_path / "evil-ran"
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOPSECRET-do-not-ship\n")
+    (run / "evil.py").write_text(f"open({str(ran)!r}, 'w').write('pwned')\nclass Evil: pass\n")
+    (run / "pytorch_model.bin").write_bytes(b"\x80\x04PICKLE")
+    (run / "training_args.bin").write_bytes(b"\x80\x04PICKLE")
+    (run / "notes.json").symlink_to(secret)
+    (run / "metrics.json").unlink()
+    (run / "metrics.json").symlink_to(secret)  # a link in place of a file nlpipe ships
+    for name, auto_map in (("tokenizer_config.json", {"AutoTokenizer": ["evil.Evil", None]}),
+                           ("config.json", {"AutoConfig": "evil.Evil", "AutoModelForTokenClassification": "evil.Evil"})):
+        values = json.loads((run / name).read_text())
+        values["auto_map"] = auto_map
+        (run / name).write_text(json.dumps(values))
+    before = hashlib.sha256(secret.read_bytes()).hexdigest()
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = tmp_path / "export"
+    result = subprocess.run([sys.executable, "-m", "nlpipe", "export", str(run), str(out)], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    left = next(line for line in result.stdout.splitlines() if line.startswith("left out"))
+    for name in ("evil.py", "pytorch_model.bin", "training_args.bin", "notes.json (symlink)", "metrics.json (symlink)"):
+        assert name in left, left
+    names = set(shipped_files(out))
+    assert names == EXPECTED_TAGGER_FILES - {"metrics.json"}
+    assert not any(p.is_symlink() for p in out.rglob("*"))
+    assert not any(b"TOPSECRET" in p.read_bytes() for p in out.rglob("*") if p.is_file())
+    assert "auto_map" not in json.loads((out / "tokenizer_config.json").read_text())
+    auto_map = json.loads((out / "config.json").read_text())["auto_map"]
+    assert all(not str(v).startswith("evil") for v in auto_map.values()), auto_map
+    assert hashlib.sha256(secret.read_bytes()).hexdigest() == before
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_MODULES_CACHE=str(tmp_path / "modules"), TRANSFORMERS_VERBOSITY="error")
+    loaded = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_NLPIPE, str(out)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert "LOADED transformers_modules." in loaded.stdout
+    assert not ran.exists()  # evil.py never ran, neither at export nor at load
+
+
+def test_export_never_writes_over_other_files(tagger_run: Path, tmp_path: Path) -> None:
+    target = tmp_path / "mine"
+    target.mkdir()
+    (target / "thesis.tex").write_text("mine\n")
+    with pytest.raises(NlpipeError, match="already holds files nlpipe did not write there .thesis.tex."):
+        export_run(tagger_run, target)
+    assert [p.name for p in target.iterdir()] == ["thesis.tex"]
+    with pytest.raises(NlpipeError, match="lies inside the run folder"):
+        export_run(tagger_run, tagger_run / "export")
+    out = export_run(tagger_run, tmp_path / "export")
+    (out / "stale.txt").write_text("from an earlier export\n")
+    export_run(tagger_run, out)  # an earlier export is replaced as a whole
+    assert set(shipped_files(out)) == EXPECTED_TAGGER_FILES
+
+
+def test_push_to_an_endpoint_answering_html_is_one_clear_line(tagger_run: Path, tmp_path: Path) -> None:
+    """A captive portal or a wrong HF_ENDPOINT answers HTML with status 200: one line, no JSONDecodeError."""
+    import os
+    import subprocess
+    import sys
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Garbage(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            body = b"<html><body>Welcome to the hotel Wi-Fi</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = do_HEAD = _answer
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Garbage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "HF_TOKEN": FAKE_TOKEN,
+               "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": f"http://127.0.0.1:{server.server_port}"}
+        result = subprocess.run([sys.executable, "-m", "nlpipe", "push", str(tagger_run), "me/conll-tiny"],
+                                env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        server.shutdown()
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert "did not answer like the Hugging Face Hub API" in errors[0] and "HF_ENDPOINT" in errors[0]
+    assert f"safe on disk at {tagger_run}" in errors[0] and FAKE_TOKEN not in result.stderr

@@ -294,6 +294,7 @@ def test_output_dir_problems_fail_before_training(tmp_path: Path) -> None:
     existing = tmp_path / "existing"
     existing.mkdir()
     (existing / "metrics.json").write_text("{}")
+    (existing / "run_info.json").write_text('{"nlpipe_run_folder": 1}')  # recognisably an nlpipe run
     with pytest.raises(NlpipeError, match="already holds a run; pass --resume .* --overwrite"):
         _check_output_dir(existing, resume=False, overwrite=False)
     assert (existing / "metrics.json").exists()
