@@ -16,11 +16,14 @@ import typer
 
 from .errors import NlpipeError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+# Plain (click-style) help and errors: typer's rich panels print `<bool>` after every flag (typer 0.29
+# renders each option's type, flags included) and importing rich costs time on every call.
+_PLAIN = {"rich_markup_mode": None}
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, **_PLAIN,
                   help="Train, evaluate, compare and ship sequence models for NLP.")
-run_app = typer.Typer(no_args_is_help=True, help="Run things: `nlpipe run recipe NAME`.")
-recipes_app = typer.Typer(no_args_is_help=True, help="List, show and validate recipes.")
-tokenizer_app = typer.Typer(no_args_is_help=True, help="Train tokenizers from specs in tokenizers/.")
+run_app = typer.Typer(no_args_is_help=True, help="Run things: `nlpipe run recipe NAME`.", **_PLAIN)
+recipes_app = typer.Typer(no_args_is_help=True, help="List, show and validate recipes.", **_PLAIN)
+tokenizer_app = typer.Typer(no_args_is_help=True, help="Train tokenizers from specs in tokenizers/.", **_PLAIN)
 app.add_typer(run_app, name="run")
 app.add_typer(recipes_app, name="recipes")
 app.add_typer(tokenizer_app, name="tokenizer")
@@ -290,25 +293,15 @@ def export_cli(
 
 
 def main() -> None:
-    """Entry point of the console script: run the CLI, turning NlpipeError into one clean line."""
-    import click
+    """Entry point of the console script: run the CLI, turning NlpipeError into one clean line.
 
+    typer's standalone mode (its public default) handles everything click-level the way any typer
+    CLI does: usage errors print usage + one ``Error:`` line with exit code 2, Ctrl-C exits 130, a
+    closed pipe (``| head``) exits quietly. Only nlpipe's own errors are left to this function.
+    """
     try:
-        code = app(standalone_mode=False)  # without standalone mode, click returns typer.Exit's code
-        if isinstance(code, int) and code != 0:
-            sys.exit(code)
+        app(prog_name="nlpipe")  # the same name under `python -m nlpipe` and the cli.py shim
     except NlpipeError as exc:
         if os.environ.get("RANK", "0") == "0":  # under DDP every process meets the same error: say it once
             typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except click.exceptions.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)

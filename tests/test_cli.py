@@ -96,3 +96,36 @@ def test_errors_are_one_line_without_traceback(args: list[str], expected: str, t
 def test_root_cli_shim_calls_the_package_cli() -> None:
     result = subprocess.run([sys.executable, "cli.py", "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "run" in result.stdout and "recipes" in result.stdout
+
+
+def test_usage_error_is_click_style_without_traceback(tmp_path: Path) -> None:
+    result = nlpipe("run", "recipe", "ner-bilstm", "--bogus", cwd=tmp_path, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) <= 4 and lines[0].startswith("Usage: nlpipe run recipe"), result.stderr
+    assert lines[-1] == "Error: No such option: --bogus", result.stderr
+
+
+def _command_paths() -> list[list[str]]:
+    """Every command and group of the CLI, as argument lists (walked from the typer app itself)."""
+    import typer.main
+
+    from nlpipe.cli import app
+
+    paths: list[list[str]] = []
+
+    def walk(command, path: list[str]) -> None:
+        paths.append(path)
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return paths
+
+
+@pytest.mark.parametrize("path", _command_paths(), ids=lambda p: " ".join(p) or "nlpipe")
+def test_help_shows_flags_without_a_value_placeholder(path: list[str], tmp_path: Path) -> None:
+    result = nlpipe(*path, "--help", cwd=tmp_path)
+    assert "--help" in result.stdout
+    assert "<bool>" not in result.stdout, result.stdout
