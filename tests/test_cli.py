@@ -129,3 +129,17 @@ def test_help_shows_flags_without_a_value_placeholder(path: list[str], tmp_path:
     result = nlpipe(*path, "--help", cwd=tmp_path)
     assert "--help" in result.stdout
     assert "<bool>" not in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("args", [["recipes", "list"], ["recipes", "show", "ner-bilstm"],
+                                  ["recipes", "validate", "ner-bilstm"], ["cache-dir"], ["--help"]])
+def test_light_commands_import_neither_torch_nor_transformers(args: list[str], tmp_path: Path) -> None:
+    """The commands a user runs first answer at once: they never load torch/transformers (~5 s of CPU)."""
+    code = ("import sys\nfrom nlpipe.cli import main\nsys.argv = ['nlpipe', *sys.argv[1:]]\ntry:\n    main()\n"
+            "finally:\n    print('heavy:', sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules),"
+            " file=sys.stderr)")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "heavy: []", result.stderr
