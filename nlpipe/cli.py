@@ -110,24 +110,38 @@ def recipes_list() -> None:
 
 
 @recipes_app.command("show")
-def recipes_show(name: Annotated[str, typer.Argument(help="Recipe name or path.")]) -> None:
-    """Print a recipe file."""
-    from .recipe import resolve_recipe_path
+def recipes_show(
+    name: Annotated[str, typer.Argument(help="Recipe name or path.")],
+    show_all: Annotated[bool, typer.Option("--all", help="Every key: resolved value, type, default, meaning.")]
+    = False,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="key.sub=value override (with --all).")]
+    = None,
+) -> None:
+    """Print a recipe file, or with --all every setting it resolves to."""
+    from .recipe import load_recipe, resolve_recipe_path
 
-    typer.echo(resolve_recipe_path(name).read_text(encoding="utf-8"), nl=False)
+    if not show_all:
+        typer.echo(resolve_recipe_path(name).read_text(encoding="utf-8"), nl=False)
+        return
+    from .recipe_settings import format_settings, recipe_settings
+
+    typer.echo(format_settings(recipe_settings(load_recipe(name, overrides or []))))
 
 
 @recipes_app.command("validate")
 def recipes_validate(
-    paths: Annotated[list[str], typer.Argument(help="Recipe names or paths.")],
+    paths: Annotated[list[str], typer.Argument(help="Recipe names or paths; - reads a recipe from stdin.")],
     overrides: Annotated[list[str] | None, typer.Option("--set", help="key.sub=value override.")] = None,
 ) -> None:
     """Check recipes (keys, types, required fields, model settings, tokenizer spec)."""
-    from .recipe import load_recipe
+    from .recipe import load_recipe, parse_yaml, recipe_from_yaml
     from .tokenizer_training import load_spec
 
     for path in paths:
-        recipe = load_recipe(path, overrides or [])
+        if path == "-":  # `nlpipe recipes show NAME | nlpipe recipes validate -`
+            recipe = recipe_from_yaml(parse_yaml(sys.stdin.read(), "<stdin>"), "<stdin>", overrides or [])
+        else:
+            recipe = load_recipe(path, overrides or [])
         load_spec(recipe.tokenizer["spec"], {k: v for k, v in recipe.tokenizer.items() if k != "spec"}, recipe.source)
         typer.echo(f"ok: {recipe.source} ({recipe.task}, model {recipe.model['type']})")
 

@@ -122,7 +122,7 @@ def _arg_docs(doc: str | None) -> dict[str, str]:
             if not follow.startswith(" " * 8) or _ARG_DOC.match(follow):
                 break
             text.append(follow.strip())
-        sentence = " ".join(text).split(". ")[0].rstrip(".")
+        sentence = re.split(r"(?<=\.)\s+(?=[A-Z`(])", " ".join(text), maxsplit=1)[0]
         found.setdefault(match.group(1), sentence)
     return found
 
