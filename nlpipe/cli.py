@@ -6,6 +6,7 @@ non-zero exit code and no traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -32,6 +33,14 @@ DataOpt = Annotated[str | None, typer.Option("--data", help="'sample' for the bu
 DataDirOpt = Annotated[
     Path | None, typer.Option("--data-dir", help="Local files laid out like shared/data (default $NLPIPE_DATA_DIR).")
 ]
+
+
+@contextlib.contextmanager
+def _logs_to_stderr():
+    """Route everything printed while a command works (progress notes, per-step scores, library messages)
+    to stderr, so stdout carries only the command's result: `nlpipe eval RUN | jq` gets pure JSON."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 def _relaunch_distributed(num_processes: int) -> None:
@@ -86,10 +95,11 @@ def run_recipe_cli(
         _relaunch_distributed(num_processes)
     from .run import run_recipe
 
-    result = run_recipe(
-        name, overrides or [], data=data, data_dir=data_dir, output_dir=output_dir, resume=resume,
-        overwrite=overwrite, progress=not no_progress,
-    )
+    with _logs_to_stderr():
+        result = run_recipe(
+            name, overrides or [], data=data, data_dir=data_dir, output_dir=output_dir, resume=resume,
+            overwrite=overwrite, progress=not no_progress,
+        )
     if int(os.environ.get("RANK", "0")) == 0:
         test = result.metrics.get("test", {})
         metric = result.metrics.get("selection_metric", "")
@@ -156,7 +166,9 @@ def eval_cli(
     """Evaluate a finished run on a split and print the metrics as JSON."""
     from .run import evaluate_run
 
-    typer.echo(json.dumps(evaluate_run(run_dir, split, data=data, data_dir=data_dir), indent=2))
+    with _logs_to_stderr():
+        scores = evaluate_run(run_dir, split, data=data, data_dir=data_dir)
+    typer.echo(json.dumps(scores, indent=2))
 
 
 @app.command("predict")
@@ -179,7 +191,8 @@ def predict_cli(
         texts, source = [text], "text argument"
     else:
         raise NlpipeError("nothing to predict: give a TEXT argument or --file FILE")
-    results = predict(run_dir, texts, source)
+    with _logs_to_stderr():
+        results = predict(run_dir, texts, source)
     for result in results:
         if output_format == "json":
             typer.echo(json.dumps(result, ensure_ascii=False))
@@ -211,10 +224,11 @@ def tokenizer_train_cli(
     loaded = load_recipe(recipe)
     if data_dir is not None:
         data = None
-    dataset = load_data(loaded.data.dataset, source=data, data_dir=data_dir,
-                        max_train_examples=loaded.data.max_train_examples)
-    task = get_task(loaded)
-    tokenizer = train_tokenizer(load_spec(spec), task.tokenizer_texts(dataset["train"]), output_dir)
+    with _logs_to_stderr():
+        dataset = load_data(loaded.data.dataset, source=data, data_dir=data_dir,
+                            max_train_examples=loaded.data.max_train_examples)
+        task = get_task(loaded)
+        tokenizer = train_tokenizer(load_spec(spec), task.tokenizer_texts(dataset["train"]), output_dir)
     typer.echo(f"saved {type(tokenizer).__name__} with {len(tokenizer):,} tokens to {output_dir}")
 
 
@@ -239,11 +253,12 @@ def compare_cli(
     """Compare runs: a Markdown + self-contained HTML report with a table and plots."""
     from .compare import compare_recipes, compare_runs
 
-    if recipes:
-        report = compare_recipes(recipes, out, overrides=overrides or [], data=data, data_dir=data_dir,
-                                 runs_dir=runs_dir, extra_run_dirs=list(run_dirs or []))
-    else:
-        report = compare_runs(list(run_dirs or []), out)
+    with _logs_to_stderr():
+        if recipes:
+            report = compare_recipes(recipes, out, overrides=overrides or [], data=data, data_dir=data_dir,
+                                     runs_dir=runs_dir, extra_run_dirs=list(run_dirs or []))
+        else:
+            report = compare_runs(list(run_dirs or []), out)
     typer.echo(f"wrote {report.markdown} and {report.html} ({len(report.runs)} runs, {len(report.figures)} plots)")
 
 
@@ -257,7 +272,9 @@ def attention_cli(
     """Draw attention maps: cross-attention of RNN seq2seq models, per-layer/head maps of Transformers."""
     from .attention_maps import draw_attention_for_run
 
-    for path in draw_attention_for_run(run_dir, sentence, out, focus=focus):
+    with _logs_to_stderr():
+        paths = draw_attention_for_run(run_dir, sentence, out, focus=focus)
+    for path in paths:
         typer.echo(f"wrote {path}")
 
 
@@ -273,7 +290,8 @@ def experiment_cli(
     """Measure a classic claim about RNNs, LSTMs, GRUs, attention and Transformers: a table and a figure."""
     from .experiments import run_experiment
 
-    result = run_experiment(name, out or Path("experiments") / name, quick=quick, data_dir=data_dir)
+    with _logs_to_stderr():
+        result = run_experiment(name, out or Path("experiments") / name, quick=quick, data_dir=data_dir)
     typer.echo(result.table)
     typer.echo(f"\nwrote {result.table_path} and {result.figure_path}")
 
@@ -289,7 +307,8 @@ def push_cli(
     """Push a run folder to the Hugging Face Hub (model, code, tokenizer, card); token from HF_TOKEN or login."""
     from .hub import push_run
 
-    url = push_run(run_dir, repo_id, private=private, revision=revision, commit_message=commit_message)
+    with _logs_to_stderr():
+        url = push_run(run_dir, repo_id, private=private, revision=revision, commit_message=commit_message)
     typer.echo(f"pushed {run_dir} to {url}")
 
 
@@ -302,7 +321,8 @@ def export_cli(
     """Write a copy of a run folder that loads with trust_remote_code=True, without nlpipe."""
     from .hub import export_run, shipped_files
 
-    export_run(run_dir, out_dir, repo_id=repo_id)
+    with _logs_to_stderr():
+        export_run(run_dir, out_dir, repo_id=repo_id)
     typer.echo(f"exported {run_dir} to {out_dir}: {', '.join(shipped_files(out_dir))}")
 
 

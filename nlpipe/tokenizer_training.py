@@ -173,6 +173,9 @@ def _build_backend(spec: TokenizerSpec, texts: list[str]):  # -> tokenizers.Toke
     else:
         tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # words joined by single spaces
 
+    # The Rust trainer's progress output writes to file descriptor 1 (blank lines without a terminal),
+    # which no Python redirect catches; stdout is data (`nlpipe eval ... | jq`), so it stays off.
+    trainer.show_progress = False
     tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
     if spec.pre_tokenizer == "byte_level":
         tok.post_processor = processors.ByteLevel(trim_offsets=True)

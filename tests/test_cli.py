@@ -143,3 +143,30 @@ def test_light_commands_import_neither_torch_nor_transformers(args: list[str], t
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip().splitlines()[-1] == "heavy: []", result.stderr
+
+
+TINY_TRANSLATION = ["train.max_steps=4", "train.eval_every_steps=2", "model.hidden_size=32", "model.embedding_dim=32",
+                    "data.max_train_examples=64", "data.max_eval_examples=16", "generate.num_beams=1",
+                    "generate.max_new_tokens=10", "tokenizer.vocab_size=300"]
+
+
+def test_stdout_is_data_and_logs_go_to_stderr(tmp_path: Path) -> None:
+    """run/eval/predict on a tiny translation run: stdout holds only results (eval: pure JSON), the
+    sacreBLEU signature is logged once per run on stderr, never at each validation."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NLPIPE_CACHE": str(tmp_path / "cache")}  # tokenizer trained here
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        result = subprocess.run([sys.executable, "-m", "nlpipe", *args], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    run = cli("run", "recipe", "translation-gru", "--data", "sample", "--no-progress", *TINY_TRANSLATION)
+    assert run.stdout.splitlines() == [next(x for x in run.stdout.splitlines() if x.startswith("done: "))], run.stdout
+    assert run.stderr.count("sacrebleu_signature") == 1, run.stderr  # two validations + two final splits: once
+    assert "validation sacrebleu" in run.stderr  # the per-step log is there, on stderr
+    run_dir = tmp_path / "runs" / "translation-gru"
+    scores = json.loads(cli("eval", str(run_dir), "--split", "test").stdout)
+    assert scores["sacrebleu_signature"].startswith("nrefs:1") and "sacrebleu" in scores
+    lines = cli("predict", str(run_dir), "Ein Hund läuft .", "--format", "json").stdout.splitlines()
+    assert [json.loads(line)["text"] for line in lines] == ["Ein Hund läuft ."]
