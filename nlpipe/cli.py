@@ -33,6 +33,17 @@ DataOpt = Annotated[str | None, typer.Option("--data", help="'sample' for the bu
 DataDirOpt = Annotated[
     Path | None, typer.Option("--data-dir", help="Local files laid out like shared/data (default $NLPIPE_DATA_DIR).")
 ]
+NoProgressOpt = Annotated[
+    bool, typer.Option("--no-progress", help="No progress bars (encoding, weight loading, evaluation included).")
+]
+
+
+def _progress(no_progress: bool) -> None:
+    """Apply --no-progress before anything heavy is imported (see nlpipe/progress.py)."""
+    if no_progress:
+        from .progress import set_progress
+
+        set_progress(False)
 
 
 @contextlib.contextmanager
@@ -88,9 +99,10 @@ def run_recipe_cli(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run folder's last checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder.")] = False,
     num_processes: Annotated[int, typer.Option("--num-processes", help="Train with N processes (DDP).")] = 1,
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+    no_progress: NoProgressOpt = False,
 ) -> None:
     """Train and evaluate a recipe, writing a Hub-ready run folder."""
+    _progress(no_progress)
     if num_processes > 1 and "WORLD_SIZE" not in os.environ:
         _relaunch_distributed(num_processes)
     from .run import run_recipe
@@ -162,8 +174,10 @@ def eval_cli(
     split: Annotated[str, typer.Option("--split", help="train, validation or test.")] = "test",
     data: DataOpt = None,
     data_dir: DataDirOpt = None,
+    no_progress: NoProgressOpt = False,
 ) -> None:
     """Evaluate a finished run on a split and print the metrics as JSON."""
+    _progress(no_progress)
     from .run import evaluate_run
 
     with _logs_to_stderr():
@@ -177,8 +191,10 @@ def predict_cli(
     text: Annotated[str | None, typer.Argument(help="The text (or use --file).")] = None,
     file: Annotated[Path | None, typer.Option("--file", help="One text per line.")] = None,
     output_format: Annotated[str, typer.Option("--format", help="text | json | conll")] = "text",
+    no_progress: NoProgressOpt = False,
 ) -> None:
     """Use a trained model on raw text."""
+    _progress(no_progress)
     from .data.readers import open_text
     from .prediction import predict
 
@@ -214,8 +230,10 @@ def tokenizer_train_cli(
     data: DataOpt = "sample",
     data_dir: DataDirOpt = None,
     output_dir: Annotated[Path, typer.Option("--output-dir", help="Where to save the tokenizer.")] = Path("tokenizer"),
+    no_progress: NoProgressOpt = False,
 ) -> None:
     """Train a tokenizer on a recipe's training split and save it as a PreTrainedTokenizerFast."""
+    _progress(no_progress)
     from .data.catalog import load_data
     from .recipe import load_recipe
     from .tasks import get_task
@@ -249,8 +267,10 @@ def compare_cli(
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where --recipes runs go.")] = Path("runs"),
     data: DataOpt = None,
     data_dir: DataDirOpt = None,
+    no_progress: NoProgressOpt = False,
 ) -> None:
     """Compare runs: a Markdown + self-contained HTML report with a table and plots."""
+    _progress(no_progress)
     from .compare import compare_recipes, compare_runs
 
     with _logs_to_stderr():
@@ -286,8 +306,10 @@ def experiment_cli(
     = None,
     quick: Annotated[bool, typer.Option("--quick", help="Tiny settings (seconds), for tests.")] = False,
     data_dir: DataDirOpt = None,
+    no_progress: NoProgressOpt = False,
 ) -> None:
     """Measure a classic claim about RNNs, LSTMs, GRUs, attention and Transformers: a table and a figure."""
+    _progress(no_progress)
     from .experiments import run_experiment
 
     with _logs_to_stderr():

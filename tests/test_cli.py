@@ -170,3 +170,13 @@ def test_stdout_is_data_and_logs_go_to_stderr(tmp_path: Path) -> None:
     assert scores["sacrebleu_signature"].startswith("nrefs:1") and "sacrebleu" in scores
     lines = cli("predict", str(run_dir), "Ein Hund läuft .", "--format", "json").stdout.splitlines()
     assert [json.loads(line)["text"] for line in lines] == ["Ein Hund läuft ."]
+
+
+def test_no_progress_silences_every_bar(trained_run: tuple[Path, subprocess.CompletedProcess]) -> None:
+    """Bars: encoding (datasets' map), evaluation over a split; --no-progress turns all of them off."""
+    run_dir, result = trained_run  # trained with --no-progress
+    assert "%|" not in result.stderr and "it/s]" not in result.stderr, result.stderr
+    shown = nlpipe("eval", str(run_dir), cwd=run_dir.parent).stderr
+    assert "encode test" in shown and "evaluating 200 examples" in shown, shown  # the reference: bars exist
+    silent = nlpipe("eval", str(run_dir), "--no-progress", cwd=run_dir.parent).stderr
+    assert "%|" not in silent and "it/s]" not in silent and "examples/s]" not in silent, silent
