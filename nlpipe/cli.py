@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import typer.core
 
 from .errors import NlpipeError
 
@@ -346,6 +347,56 @@ def export_cli(
     with _logs_to_stderr():
         export_run(run_dir, out_dir, repo_id=repo_id)
     typer.echo(f"exported {run_dir} to {out_dir}: {', '.join(shipped_files(out_dir))}")
+
+
+class _RunsGroup(typer.core.TyperGroup):
+    """`nlpipe runs [DIR]` lists; `nlpipe runs show RUN` shows one: a first word that is no subcommand is DIR."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:  # noqa: ANN001 - click's signature
+        if not args or (args[0] not in self.commands and not args[0].startswith("-")):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+runs_app = typer.Typer(cls=_RunsGroup, help="List run folders (`nlpipe runs [DIR]`) and show one (`runs show RUN`).",
+                       **_PLAIN)
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.command("list")
+def runs_list_cli(
+    folder: Annotated[Path, typer.Argument(help="Folder holding run folders.")] = Path("runs"),
+) -> None:
+    """List run folders (newest first): status, task, model, data source, score, training time."""
+    from .run_listing import format_listing, list_runs
+
+    listing = list_runs(folder)
+    for note in listing.notes:  # malformed folders: said on stderr, the table stays parseable
+        typer.echo(f"note: {note}", err=True)
+    if not listing.runs:
+        typer.echo(f"no run folders in {folder}", err=True)
+        return
+    typer.echo(format_listing(listing))
+
+
+@runs_app.command("show")
+def runs_show_cli(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print metrics.json as it is.")] = False,
+    open_curve: Annotated[bool, typer.Option("--open", help="Open the learning curve in the image viewer.")] = False,
+) -> None:
+    """Print a run's metrics and write (or open) its learning curve."""
+    from .run_listing import format_run, read_run, write_curve
+
+    entry = read_run(run_dir)
+    if as_json:
+        typer.echo(json.dumps(entry.metrics, indent=2))
+        return
+    with _logs_to_stderr():
+        curve = write_curve(entry)
+    typer.echo(format_run(entry, curve))
+    if open_curve and curve is not None:
+        typer.launch(str(curve))
 
 
 def main() -> None:

@@ -132,7 +132,7 @@ def test_help_shows_flags_without_a_value_placeholder(path: list[str], tmp_path:
 
 
 @pytest.mark.parametrize("args", [["recipes", "list"], ["recipes", "show", "ner-bilstm"],
-                                  ["recipes", "validate", "ner-bilstm"], ["cache-dir"], ["--help"]])
+                                  ["recipes", "validate", "ner-bilstm"], ["cache-dir"], ["--help"], ["runs", "."]])
 def test_light_commands_import_neither_torch_nor_transformers(args: list[str], tmp_path: Path) -> None:
     """The commands a user runs first answer at once: they never load torch/transformers (~5 s of CPU)."""
     code = ("import sys\nfrom nlpipe.cli import main\nsys.argv = ['nlpipe', *sys.argv[1:]]\ntry:\n    main()\n"
