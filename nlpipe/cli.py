@@ -144,6 +144,8 @@ def recipes_show(
     from .recipe import load_recipe, resolve_recipe_path
 
     if not show_all:
+        if overrides:
+            raise NlpipeError("--set shows its effect with --all: nlpipe recipes show NAME --all --set key=value")
         typer.echo(resolve_recipe_path(name).read_text(encoding="utf-8"), nl=False)
         return
     from .recipe_settings import format_settings, recipe_settings
