@@ -11,16 +11,15 @@ import os as _os
 # Keep transformers/datasets quiet about telemetry and the (unreachable) Hub unless asked otherwise.
 _os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+from ._registration import register_when_transformers_is_imported as _register  # noqa: E402
 from .errors import NlpipeError  # noqa: E402
-from .models.auto_registration import register_all as _register_all  # noqa: E402
 
 __version__ = "0.1.0"
 
-_register_all()
-
-from .pipelines import register_pipelines as _register_pipelines  # noqa: E402
-
-_register_pipelines()  # translation / summarization / text2text-generation (removed in transformers 5)
+# Not at once: transformers + torch cost ~5 s of CPU that `nlpipe --help` or `recipes list` never
+# need. nlpipe registers the moment transformers is imported (now, if it already is) — see
+# nlpipe/_registration.py for why this keeps the promise above.
+_register()
 
 
 def run_recipe(*args, **kwargs):  # noqa: D103 - documented in nlpipe.run.run_recipe

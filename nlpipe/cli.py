@@ -6,6 +6,7 @@ non-zero exit code and no traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -13,14 +14,18 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import typer.core
 
 from .errors import NlpipeError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+# Plain (click-style) help and errors: typer's rich panels print `<bool>` after every flag (typer 0.29
+# renders each option's type, flags included) and importing rich costs time on every call.
+_PLAIN = {"rich_markup_mode": None}
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, **_PLAIN,
                   help="Train, evaluate, compare and ship sequence models for NLP.")
-run_app = typer.Typer(no_args_is_help=True, help="Run things: `nlpipe run recipe NAME`.")
-recipes_app = typer.Typer(no_args_is_help=True, help="List, show and validate recipes.")
-tokenizer_app = typer.Typer(no_args_is_help=True, help="Train tokenizers from specs in tokenizers/.")
+run_app = typer.Typer(no_args_is_help=True, help="Run things: `nlpipe run recipe NAME`.", **_PLAIN)
+recipes_app = typer.Typer(no_args_is_help=True, help="List, show and validate recipes.", **_PLAIN)
+tokenizer_app = typer.Typer(no_args_is_help=True, help="Train tokenizers from specs in tokenizers/.", **_PLAIN)
 app.add_typer(run_app, name="run")
 app.add_typer(recipes_app, name="recipes")
 app.add_typer(tokenizer_app, name="tokenizer")
@@ -29,6 +34,25 @@ DataOpt = Annotated[str | None, typer.Option("--data", help="'sample' for the bu
 DataDirOpt = Annotated[
     Path | None, typer.Option("--data-dir", help="Local files laid out like shared/data (default $NLPIPE_DATA_DIR).")
 ]
+NoProgressOpt = Annotated[
+    bool, typer.Option("--no-progress", help="No progress bars (encoding, weight loading, evaluation included).")
+]
+
+
+def _progress(no_progress: bool) -> None:
+    """Apply --no-progress before anything heavy is imported (see nlpipe/progress.py)."""
+    if no_progress:
+        from .progress import set_progress
+
+        set_progress(False)
+
+
+@contextlib.contextmanager
+def _logs_to_stderr():
+    """Route everything printed while a command works (progress notes, per-step scores, library messages)
+    to stderr, so stdout carries only the command's result: `nlpipe eval RUN | jq` gets pure JSON."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 def _relaunch_distributed(num_processes: int) -> None:
@@ -76,17 +100,19 @@ def run_recipe_cli(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run folder's last checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder.")] = False,
     num_processes: Annotated[int, typer.Option("--num-processes", help="Train with N processes (DDP).")] = 1,
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+    no_progress: NoProgressOpt = False,
 ) -> None:
     """Train and evaluate a recipe, writing a Hub-ready run folder."""
+    _progress(no_progress)
     if num_processes > 1 and "WORLD_SIZE" not in os.environ:
         _relaunch_distributed(num_processes)
     from .run import run_recipe
 
-    result = run_recipe(
-        name, overrides or [], data=data, data_dir=data_dir, output_dir=output_dir, resume=resume,
-        overwrite=overwrite, progress=not no_progress,
-    )
+    with _logs_to_stderr():
+        result = run_recipe(
+            name, overrides or [], data=data, data_dir=data_dir, output_dir=output_dir, resume=resume,
+            overwrite=overwrite, progress=not no_progress,
+        )
     if int(os.environ.get("RANK", "0")) == 0:
         test = result.metrics.get("test", {})
         metric = result.metrics.get("selection_metric", "")
@@ -107,24 +133,40 @@ def recipes_list() -> None:
 
 
 @recipes_app.command("show")
-def recipes_show(name: Annotated[str, typer.Argument(help="Recipe name or path.")]) -> None:
-    """Print a recipe file."""
-    from .recipe import resolve_recipe_path
+def recipes_show(
+    name: Annotated[str, typer.Argument(help="Recipe name or path.")],
+    show_all: Annotated[bool, typer.Option("--all", help="Every key: resolved value, type, default, meaning.")]
+    = False,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="key.sub=value override (with --all).")]
+    = None,
+) -> None:
+    """Print a recipe file, or with --all every setting it resolves to."""
+    from .recipe import load_recipe, resolve_recipe_path
 
-    typer.echo(resolve_recipe_path(name).read_text(encoding="utf-8"), nl=False)
+    if not show_all:
+        if overrides:
+            raise NlpipeError("--set shows its effect with --all: nlpipe recipes show NAME --all --set key=value")
+        typer.echo(resolve_recipe_path(name).read_text(encoding="utf-8"), nl=False)
+        return
+    from .recipe_settings import format_settings, recipe_settings
+
+    typer.echo(format_settings(recipe_settings(load_recipe(name, overrides or []))))
 
 
 @recipes_app.command("validate")
 def recipes_validate(
-    paths: Annotated[list[str], typer.Argument(help="Recipe names or paths.")],
+    paths: Annotated[list[str], typer.Argument(help="Recipe names or paths; - reads a recipe from stdin.")],
     overrides: Annotated[list[str] | None, typer.Option("--set", help="key.sub=value override.")] = None,
 ) -> None:
     """Check recipes (keys, types, required fields, model settings, tokenizer spec)."""
-    from .recipe import load_recipe
+    from .recipe import load_recipe, parse_yaml, recipe_from_yaml
     from .tokenizer_training import load_spec
 
     for path in paths:
-        recipe = load_recipe(path, overrides or [])
+        if path == "-":  # `nlpipe recipes show NAME | nlpipe recipes validate -`
+            recipe = recipe_from_yaml(parse_yaml(sys.stdin.read(), "<stdin>"), "<stdin>", overrides or [])
+        else:
+            recipe = load_recipe(path, overrides or [])
         load_spec(recipe.tokenizer["spec"], {k: v for k, v in recipe.tokenizer.items() if k != "spec"}, recipe.source)
         typer.echo(f"ok: {recipe.source} ({recipe.task}, model {recipe.model['type']})")
 
@@ -135,11 +177,15 @@ def eval_cli(
     split: Annotated[str, typer.Option("--split", help="train, validation or test.")] = "test",
     data: DataOpt = None,
     data_dir: DataDirOpt = None,
+    no_progress: NoProgressOpt = False,
 ) -> None:
     """Evaluate a finished run on a split and print the metrics as JSON."""
+    _progress(no_progress)
     from .run import evaluate_run
 
-    typer.echo(json.dumps(evaluate_run(run_dir, split, data=data, data_dir=data_dir), indent=2))
+    with _logs_to_stderr():
+        scores = evaluate_run(run_dir, split, data=data, data_dir=data_dir)
+    typer.echo(json.dumps(scores, indent=2))
 
 
 @app.command("predict")
@@ -148,8 +194,10 @@ def predict_cli(
     text: Annotated[str | None, typer.Argument(help="The text (or use --file).")] = None,
     file: Annotated[Path | None, typer.Option("--file", help="One text per line.")] = None,
     output_format: Annotated[str, typer.Option("--format", help="text | json | conll")] = "text",
+    no_progress: NoProgressOpt = False,
 ) -> None:
     """Use a trained model on raw text."""
+    _progress(no_progress)
     from .data.readers import open_text
     from .prediction import predict
 
@@ -162,7 +210,8 @@ def predict_cli(
         texts, source = [text], "text argument"
     else:
         raise NlpipeError("nothing to predict: give a TEXT argument or --file FILE")
-    results = predict(run_dir, texts, source)
+    with _logs_to_stderr():
+        results = predict(run_dir, texts, source)
     for result in results:
         if output_format == "json":
             typer.echo(json.dumps(result, ensure_ascii=False))
@@ -184,8 +233,10 @@ def tokenizer_train_cli(
     data: DataOpt = "sample",
     data_dir: DataDirOpt = None,
     output_dir: Annotated[Path, typer.Option("--output-dir", help="Where to save the tokenizer.")] = Path("tokenizer"),
+    no_progress: NoProgressOpt = False,
 ) -> None:
     """Train a tokenizer on a recipe's training split and save it as a PreTrainedTokenizerFast."""
+    _progress(no_progress)
     from .data.catalog import load_data
     from .recipe import load_recipe
     from .tasks import get_task
@@ -195,10 +246,11 @@ def tokenizer_train_cli(
     loaded = load_recipe(recipe)
     if data_dir is not None:
         data = None
-    dataset = load_data(loaded.data.dataset, source=data, data_dir=data_dir,
-                        max_train_examples=loaded.data.max_train_examples)
-    task = get_task(loaded)
-    tokenizer = train_tokenizer(load_spec(spec), task.tokenizer_texts(dataset["train"]), output_dir)
+    with _logs_to_stderr():
+        dataset = load_data(loaded.data.dataset, source=data, data_dir=data_dir,
+                            max_train_examples=loaded.data.max_train_examples)
+        task = get_task(loaded)
+        tokenizer = train_tokenizer(load_spec(spec), task.tokenizer_texts(dataset["train"]), output_dir)
     typer.echo(f"saved {type(tokenizer).__name__} with {len(tokenizer):,} tokens to {output_dir}")
 
 
@@ -219,15 +271,18 @@ def compare_cli(
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where --recipes runs go.")] = Path("runs"),
     data: DataOpt = None,
     data_dir: DataDirOpt = None,
+    no_progress: NoProgressOpt = False,
 ) -> None:
     """Compare runs: a Markdown + self-contained HTML report with a table and plots."""
+    _progress(no_progress)
     from .compare import compare_recipes, compare_runs
 
-    if recipes:
-        report = compare_recipes(recipes, out, overrides=overrides or [], data=data, data_dir=data_dir,
-                                 runs_dir=runs_dir, extra_run_dirs=list(run_dirs or []))
-    else:
-        report = compare_runs(list(run_dirs or []), out)
+    with _logs_to_stderr():
+        if recipes:
+            report = compare_recipes(recipes, out, overrides=overrides or [], data=data, data_dir=data_dir,
+                                     runs_dir=runs_dir, extra_run_dirs=list(run_dirs or []))
+        else:
+            report = compare_runs(list(run_dirs or []), out)
     typer.echo(f"wrote {report.markdown} and {report.html} ({len(report.runs)} runs, {len(report.figures)} plots)")
 
 
@@ -241,7 +296,9 @@ def attention_cli(
     """Draw attention maps: cross-attention of RNN seq2seq models, per-layer/head maps of Transformers."""
     from .attention_maps import draw_attention_for_run
 
-    for path in draw_attention_for_run(run_dir, sentence, out, focus=focus):
+    with _logs_to_stderr():
+        paths = draw_attention_for_run(run_dir, sentence, out, focus=focus)
+    for path in paths:
         typer.echo(f"wrote {path}")
 
 
@@ -253,11 +310,14 @@ def experiment_cli(
     = None,
     quick: Annotated[bool, typer.Option("--quick", help="Tiny settings (seconds), for tests.")] = False,
     data_dir: DataDirOpt = None,
+    no_progress: NoProgressOpt = False,
 ) -> None:
     """Measure a classic claim about RNNs, LSTMs, GRUs, attention and Transformers: a table and a figure."""
+    _progress(no_progress)
     from .experiments import run_experiment
 
-    result = run_experiment(name, out or Path("experiments") / name, quick=quick, data_dir=data_dir)
+    with _logs_to_stderr():
+        result = run_experiment(name, out or Path("experiments") / name, quick=quick, data_dir=data_dir)
     typer.echo(result.table)
     typer.echo(f"\nwrote {result.table_path} and {result.figure_path}")
 
@@ -273,7 +333,8 @@ def push_cli(
     """Push a run folder to the Hugging Face Hub (model, code, tokenizer, card); token from HF_TOKEN or login."""
     from .hub import left_out_files, push_run
 
-    url = push_run(run_dir, repo_id, private=private, revision=revision, commit_message=commit_message)
+    with _logs_to_stderr():
+        url = push_run(run_dir, repo_id, private=private, revision=revision, commit_message=commit_message)
     typer.echo(f"pushed {run_dir} to {url}")
     if left := left_out_files(run_dir):
         typer.echo(f"left out (not files nlpipe ships): {', '.join(left)}")
@@ -288,32 +349,73 @@ def export_cli(
     """Write a copy of a run folder that loads with trust_remote_code=True, without nlpipe."""
     from .hub import export_run, left_out_files, shipped_files
 
-    export_run(run_dir, out_dir, repo_id=repo_id)
+    with _logs_to_stderr():
+        export_run(run_dir, out_dir, repo_id=repo_id)
     typer.echo(f"exported {run_dir} to {out_dir}: {', '.join(shipped_files(out_dir))}")
     if left := left_out_files(run_dir):
         typer.echo(f"left out (not files nlpipe ships): {', '.join(left)}")
 
 
-def main() -> None:
-    """Entry point of the console script: run the CLI, turning NlpipeError into one clean line."""
-    import click
+class _RunsGroup(typer.core.TyperGroup):
+    """`nlpipe runs [DIR]` lists; `nlpipe runs show RUN` shows one: a first word that is no subcommand is DIR."""
 
+    def parse_args(self, ctx, args: list[str]) -> list[str]:  # noqa: ANN001 - click's signature
+        if not args or (args[0] not in self.commands and not args[0].startswith("-")):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+runs_app = typer.Typer(cls=_RunsGroup, help="List run folders (`nlpipe runs [DIR]`) and show one (`runs show RUN`).",
+                       **_PLAIN)
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.command("list")
+def runs_list_cli(
+    folder: Annotated[Path, typer.Argument(help="Folder holding run folders.")] = Path("runs"),
+) -> None:
+    """List run folders (newest first): status, task, model, data source, score, training time."""
+    from .run_listing import format_listing, list_runs
+
+    listing = list_runs(folder)
+    for note in listing.notes:  # malformed folders: said on stderr, the table stays parseable
+        typer.echo(f"note: {note}", err=True)
+    if not listing.runs:
+        typer.echo(f"no run folders in {folder}", err=True)
+        return
+    typer.echo(format_listing(listing))
+
+
+@runs_app.command("show")
+def runs_show_cli(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print metrics.json as it is.")] = False,
+    open_curve: Annotated[bool, typer.Option("--open", help="Open the learning curve in the image viewer.")] = False,
+) -> None:
+    """Print a run's metrics and write (or open) its learning curve."""
+    from .run_listing import format_run, read_run, write_curve
+
+    entry = read_run(run_dir)
+    if as_json:
+        typer.echo(json.dumps(entry.metrics, indent=2))
+        return
+    with _logs_to_stderr():
+        curve = write_curve(entry)
+    typer.echo(format_run(entry, curve))
+    if open_curve and curve is not None:
+        typer.launch(str(curve))
+
+
+def main() -> None:
+    """Entry point of the console script: run the CLI, turning NlpipeError into one clean line.
+
+    typer's standalone mode (its public default) handles everything click-level the way any typer
+    CLI does: usage errors print usage + one ``Error:`` line with exit code 2, Ctrl-C exits 130, a
+    closed pipe (``| head``) exits quietly. Only nlpipe's own errors are left to this function.
+    """
     try:
-        code = app(standalone_mode=False)  # without standalone mode, click returns typer.Exit's code
-        if isinstance(code, int) and code != 0:
-            sys.exit(code)
+        app(prog_name="nlpipe")  # the same name under `python -m nlpipe` and the cli.py shim
     except NlpipeError as exc:
         if os.environ.get("RANK", "0") == "0":  # under DDP every process meets the same error: say it once
             typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except click.exceptions.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)

@@ -369,10 +369,11 @@ def _run_one_measured(name: str, overrides: list[str], data: str | None, data_di
     import resource
     import sys
 
+    from .progress import enabled as progress_enabled
     from .run import run_recipe
 
     result = run_recipe(name, overrides, data=data, data_dir=data_dir, output_dir=output_dir, overwrite=True,
-                        progress=False)
+                        progress=progress_enabled())
     # ru_maxrss is KiB on Linux, bytes on macOS.
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     peak_mb = rss / 2**20 if sys.platform == "darwin" else rss / 1024

@@ -9,8 +9,12 @@ transformers' own classes with small from-scratch configs; nothing is re-impleme
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
+import json
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .errors import NlpipeError
@@ -93,6 +97,94 @@ def config_fields(config_class: type) -> set[str]:
     return names
 
 
+# ----------------------------------------------------------------------------- field index
+# Checking `model.*` keys against the config classes would import transformers and torch (~5 s of
+# CPU) on every `nlpipe recipes validate` / `recipes show --all`. The keys, types, defaults and
+# one-line docs are therefore read once from the live classes into model_fields.json, shipped with
+# the package; tests/test_model_registry.py fails (with the command to rerun) whenever the file no
+# longer equals what the live classes give, so it cannot drift from them.
+FIELD_INDEX = Path(__file__).with_name("model_fields.json")
+_ARG_DOC = re.compile(r"^ {4}(\w+) \(.*\):\s*$")
+
+
+def _arg_docs(doc: str | None) -> dict[str, str]:
+    """First sentence of each ``name (`type`, ...):`` entry of a Hugging Face style "Args:" docstring."""
+    found: dict[str, str] = {}
+    lines = (doc or "").splitlines()
+    indent = min((len(x) - len(x.lstrip()) for x in lines[1:] if x.strip()), default=0)
+    lines = [x[indent:] if i else x for i, x in enumerate(lines)]
+    for i, line in enumerate(lines):
+        match = _ARG_DOC.match(line)
+        if not match:
+            continue
+        text = []
+        for follow in lines[i + 1:]:
+            if not follow.startswith(" " * 8) or _ARG_DOC.match(follow):
+                break
+            text.append(follow.strip())
+        sentence = re.split(r"(?<=\.)\s+(?=[A-Z`(])", " ".join(text), maxsplit=1)[0]
+        found.setdefault(match.group(1), sentence)
+    return found
+
+
+def _json_value(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        return repr(value)
+
+
+def live_model_fields(model_type: str) -> list[dict[str, Any]]:
+    """The fields of a registry model's config class (name, type, default, doc), read from the class."""
+    entry = get_entry(model_type)
+    config_class = _import(entry.config_class)
+    docs: dict[str, str] = {}
+    for klass in reversed(config_class.__mro__):  # a subclass's doc wins over its base's
+        docs.update(_arg_docs(klass.__doc__))
+    registry_defaults = dict(entry.defaults)
+    fields = []
+    names = [f.name for f in dataclasses.fields(config_class)] if dataclasses.is_dataclass(config_class) else []
+    names += sorted(config_fields(config_class) - set(names))
+    by_name = {f.name: f for f in dataclasses.fields(config_class)} if names else {}
+    for name in names:
+        f = by_name.get(name)
+        default = None
+        if f is not None and f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f is not None and f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        fields.append({
+            "name": name,
+            "type": (f.type if isinstance(f.type, str) else _type_label(f.type)) if f is not None else "",
+            "default": _json_value(registry_defaults.get(name, default)),
+            "doc": docs.get(name, ""),
+        })
+    return fields
+
+
+def _type_label(tp: Any) -> str:
+    return tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
+
+
+def write_field_index(path: Path = FIELD_INDEX) -> None:
+    """Regenerate model_fields.json from the live config classes: ``python -m nlpipe.model_registry``."""
+    blocks = []
+    for name in MODELS:  # one field per line: readable diffs when a config class changes
+        rows = ",\n".join("  " + json.dumps(f, ensure_ascii=False) for f in live_model_fields(name))
+        blocks.append(f"{json.dumps(name)}: [\n{rows}\n ]")
+    path.write_text("{\n " + ",\n ".join(blocks) + "\n}\n", encoding="utf-8")
+
+
+@functools.cache
+def model_fields(model_type: str) -> list[dict[str, Any]]:
+    """A registry model's config fields from the shipped index (see above); live if it lacks the model."""
+    index = json.loads(FIELD_INDEX.read_text(encoding="utf-8")) if FIELD_INDEX.is_file() else {}
+    if model_type in index:
+        return index[model_type]
+    return live_model_fields(model_type)
+
+
 def validate_model_section(recipe: Any) -> None:
     """Check ``model.type`` exists for the recipe's task and every other key is a config field."""
     model_type = recipe.model["type"]
@@ -103,15 +195,15 @@ def validate_model_section(recipe: Any) -> None:
             f"(it does {', '.join(entry.tasks)})"
         )
     try:
-        config_class = _import(entry.config_class)
+        valid = {f["name"] for f in model_fields(model_type)}
     except (ImportError, AttributeError) as exc:
         raise NlpipeError(f"{recipe.source}: key 'model.type': model '{model_type}' is not available ({exc})") from exc
-    valid = config_fields(config_class)
+    class_name = entry.config_class.rsplit(":", 1)[1]
     for key in recipe.model:
         if key != "type" and key not in valid:
             raise NlpipeError(
                 f"{recipe.source}: unknown key 'model.{key}' for model '{model_type}' "
-                f"({config_class.__name__}); check the spelling against its documented arguments"
+                f"({class_name}); check the spelling against its documented arguments"
             )
 
 
@@ -135,3 +227,8 @@ def build_model(model_type: str, settings: dict[str, Any], **task_values: Any) -
     config = build_config(model_type, settings, **task_values)
     auto = getattr(transformers, get_entry(model_type).auto_class)
     return auto.from_config(config)
+
+
+if __name__ == "__main__":
+    write_field_index()
+    print(f"wrote {FIELD_INDEX}")

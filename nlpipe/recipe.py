@@ -43,6 +43,7 @@ class TrainSection:
     """How to train: one Accelerate loop for every task."""
 
     max_epochs: int = 10
+    """Passes over the training data (training may stop earlier: max_steps, max_train_minutes, early stopping)."""
     max_steps: int | None = None
     """Stop after this many optimizer steps (overrides max_epochs when reached first)."""
     max_train_minutes: float | None = None
@@ -52,16 +53,21 @@ class TrainSection:
     batch_tokens: int | None = None
     """If set, batches hold up to this many tokens instead of a fixed number of examples."""
     gradient_accumulation_steps: int = 1
+    """Batches whose gradients are summed before each optimizer step."""
     optimizer: str = "adam"
     """adam | adamw | sgd"""
     learning_rate: float = 1e-3
+    """Peak learning rate of the optimizer."""
     momentum: float = 0.0
     """SGD momentum."""
     weight_decay: float = 0.0
+    """Weight decay (L2 for adam/sgd, decoupled for adamw)."""
     lr_scheduler: str = "constant"
     """Any `transformers.get_scheduler` name: constant, linear, cosine, inverse_sqrt, ..."""
     warmup_steps: int = 0
+    """Steps of linear learning-rate warm-up at the start."""
     max_grad_norm: float | None = 5.0
+    """Clip the gradient norm to this value (null: no clipping)."""
     mixed_precision: str = "no"
     """no | bf16 | fp16 | auto. bf16 autocast is fast on GPUs and on CPUs with AMX bf16 units (Xeon
     Sapphire Rapids and later: matmuls ~8x faster); on AVX2-only CPUs it is far slower and nn.LSTM may
@@ -72,9 +78,11 @@ class TrainSection:
     early_stopping_patience: int | None = None
     """Stop after this many evaluations without improvement of the selection metric."""
     seed: int = 42
+    """Seed of initialisation, shuffling and dropout (runs are reproducible per seed)."""
     bucket_by_length: bool = True
     """Group examples of similar length in a batch so RNNs compute little on padding."""
     log_every_steps: int = 50
+    """Write a training-log line (loss, learning rate, tokens/s) every N steps."""
     checkpoint_every_steps: int | None = None
     """Write a resumable checkpoint every N steps (always also at each evaluation)."""
     bptt_length: int = 35
@@ -91,7 +99,9 @@ class EvalSection:
     metric: str = "f1"
     """Selection metric, a key of the task's metric dict (f1, sacrebleu, rougeL, perplexity, ...)."""
     greater_is_better: bool = True
+    """Whether a higher selection metric is better (false for perplexity)."""
     batch_size: int = 64
+    """Examples per batch when evaluating."""
     splits: list[str] = field(default_factory=lambda: ["validation", "test"])
     """Splits evaluated with the best model at the end of the run."""
 
@@ -101,9 +111,13 @@ class HubSection:
     """Where `push_to_hub` sends the run folder."""
 
     repo_id: str | None = None
+    """Hub repository id (your-name/model-name) for push_to_hub."""
     private: bool = False
+    """Create the Hub repository private (new repositories only)."""
     revision: str | None = None
+    """Hub branch to push to (created if missing)."""
     commit_message: str = "Upload model trained with nlpipe"
+    """Commit message of the Hub upload."""
 
 
 @dataclass
@@ -111,7 +125,9 @@ class Recipe:
     """A whole recipe. `model`, `tokenizer` and `generate` are validated by the task and model registry."""
 
     name: str
+    """Recipe name; the default run folder is runs/NAME."""
     task: str
+    """token-classification | translation | summarization | causal-lm"""
     data: DataSection
     model: dict[str, Any]
     """``type`` (a registry name: rnn_tagger, bert, rnn_seq2seq, marian, rnn_lm, gpt2) + config fields."""
@@ -122,7 +138,9 @@ class Recipe:
     generate: dict[str, Any] = field(default_factory=dict)
     """Generation settings for seq2seq / LM evaluation (num_beams, max_new_tokens, ...)."""
     description: str = ""
+    """One line on what the recipe trains (shown by `nlpipe recipes list`)."""
     push_to_hub: bool = False
+    """Push the run folder to the Hub (settings under hub) when the run finishes."""
     hub: HubSection = field(default_factory=HubSection)
     source: str = field(default="<memory>", compare=False)
     """Where the recipe was read from (not a YAML key)."""
@@ -307,19 +325,29 @@ def read_yaml(path: Path) -> Any:
         raise NlpipeError(f"{path}: file not found") from exc
     except UnicodeDecodeError as exc:
         raise NlpipeError(f"{path}: not valid UTF-8; save the file as UTF-8") from exc
+    return parse_yaml(text, str(path))
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse YAML text; malformed YAML is an NlpipeError naming the source and line."""
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise NlpipeError(f"{path}{line}: malformed YAML ({problem}); fix the syntax at that line") from exc
+        raise NlpipeError(f"{source}{line}: malformed YAML ({problem}); fix the syntax at that line") from exc
 
 
 def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
     """Resolve, read, apply overrides to and validate a recipe. See `resolve_recipe_path`."""
     path = resolve_recipe_path(name_or_path)
-    raw = read_yaml(path)
+    return recipe_from_yaml(read_yaml(path), str(path), overrides)
+
+
+def recipe_from_yaml(raw: Any, source: str, overrides: list[str] | None = None) -> Recipe:
+    """Validate parsed recipe YAML from any source (a file, ``-`` for stdin), overrides applied."""
+    path = source
     if raw is None:
         raise NlpipeError(f"{path}: the recipe is empty")
     if not isinstance(raw, dict):

@@ -269,6 +269,10 @@ def _train_and_write(
             accelerator.print(
                 f"{split}: " + "  ".join(f"{k}={v:.2f}" for k, v in scores.items() if k in _HEADLINE)
             )
+    # Once per run (the same for every split), not at each validation: how the scores were computed.
+    signatures = {k: v for scores in metrics.values() for k, v in scores.items() if k.endswith("_signature")}
+    for key, value in signatures.items():
+        accelerator.print(f"{key}: {value}")
     metrics["train"] = {
         "wall_s": round(result.wall_s, 2),
         "tokens": result.train_tokens,

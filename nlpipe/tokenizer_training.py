@@ -37,8 +37,11 @@ class TokenizerSpec:
     kind: str
     """word_level | wordpiece | bpe | byte_level_bpe | unigram | sentencepiece"""
     vocab_size: int = 30000
+    """Largest vocabulary the tokenizer may learn (special tokens included)."""
     min_frequency: int = 1
+    """Keep only tokens seen at least this often in the training texts."""
     lowercase: bool = False
+    """Lower-case texts before tokenizing."""
     normalize_digits: bool = False
     """Map every digit 0-9 to 0 before lookup (``1996`` and ``2003`` share ``0000``): fewer rare words. Offsets
     are unchanged (one character for one), so entity spans still point at the original text."""
@@ -50,7 +53,9 @@ class TokenizerSpec:
     special_tokens: dict[str, str] = field(default_factory=lambda: {"pad_token": "[PAD]", "unk_token": "[UNK]"})
     """Role → token, roles: pad_token unk_token bos_token eos_token cls_token sep_token mask_token."""
     model_max_length: int = 512
+    """Longest input the saved tokenizer accepts (its model_max_length)."""
     description: str = ""
+    """One line on what the spec is for."""
 
 
 def cache_dir() -> Path:
@@ -168,6 +173,9 @@ def _build_backend(spec: TokenizerSpec, texts: list[str]):  # -> tokenizers.Toke
     else:
         tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # words joined by single spaces
 
+    # The Rust trainer's progress output writes to file descriptor 1 (blank lines without a terminal),
+    # which no Python redirect catches; stdout is data (`nlpipe eval ... | jq`), so it stays off.
+    trainer.show_progress = False
     tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
     if spec.pre_tokenizer == "byte_level":
         tok.post_processor = processors.ByteLevel(trim_offsets=True)

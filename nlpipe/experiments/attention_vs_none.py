@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from .. import progress
 from .reporting import ExperimentResult, finish, pyplot, save_figure
 
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
@@ -68,7 +69,7 @@ def train_and_translate(attention: str, pairs: list[dict], test: list[dict], voc
     model = RnnSeq2SeqForConditionalGeneration(config)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
-    for _ in range(steps):
+    for _ in progress.bar(range(steps), f"attention-vs-none: attention={attention}"):
         batch = rng.sample(pairs, batch_size)
         source = _pad([vocab.encode(p["source"]) for p in batch], 0)
         labels = _pad([vocab.encode(p["target"]) for p in batch], -100)

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import progress
 from .reporting import ExperimentResult, finish, pyplot, save_figure
 from .synthetic_models import RecurrentClassifier, Seq2SeqClassifier, TransformerClassifier
 
@@ -44,7 +45,7 @@ def train_and_score(family: str, k: int, steps: int, batch_size: int, seed: int 
     model = build(family, k)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
-    for _ in range(steps):
+    for _ in progress.bar(range(steps), f"long-range: {family}, k={k}"):
         inputs, labels = make_batch(generator, batch_size, k)
         loss = nn.functional.cross_entropy(model(inputs), labels)
         optimizer.zero_grad()

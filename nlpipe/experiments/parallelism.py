@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import progress
 from .reporting import ExperimentResult, finish, hardware, pyplot, save_figure
 
 VOCAB = 1000
@@ -79,7 +80,7 @@ def run(out: Path, *, quick: bool = False, data_dir: Any = None) -> ExperimentRe
         torch.manual_seed(0)
         model = _LstmTagger(hidden) if name == "lstm" else _TransformerTagger(hidden, max(lengths))
         row: dict[str, Any] = {"model": name, "parameters": sum(p.numel() for p in model.parameters())}
-        for length in lengths:
+        for length in progress.bar(lengths, f"parallelism: {name}"):
             row[f"T={length}"] = tokens_per_second(model, length, batch_size, steps, device)
         rows.append(row)
     plt = pyplot()

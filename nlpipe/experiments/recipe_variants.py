@@ -8,9 +8,11 @@ numbers ``nlpipe compare`` would show. Data: the built-in sample, or a CoNLL-200
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
+from .. import progress
 from .reporting import ExperimentResult, finish, pyplot, save_figure
 
 RECIPE = "ner-bilstm"
@@ -31,10 +33,11 @@ def _run_variants(name: str, variants: dict[str, list[str]], out: Path, quick: b
     from ..run import run_recipe
 
     rows = []
-    for label, overrides in variants.items():
+    for number, (label, overrides) in enumerate(variants.items(), 1):
         run_dir = out / "runs" / label.replace(" ", "-")
+        print(f"{name}: variant {number}/{len(variants)}: {label}", file=sys.stderr)
         run_recipe(RECIPE, [*_common(quick, data_dir), *overrides], data=None if data_dir else "sample",
-                   data_dir=data_dir, output_dir=run_dir, overwrite=True, progress=False)
+                   data_dir=data_dir, output_dir=run_dir, overwrite=True, progress=progress.enabled())
         summary = load_run_summary(run_dir)
         rows.append({"variant": label, "parameters": summary.parameters, "tokens/s": summary.tokens_per_s,
                      "train wall s": summary.wall_s, f"test {summary.metric}": summary.score})

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import progress
 from .reporting import ExperimentResult, finish, pyplot, save_figure
 from .synthetic_models import RecurrentClassifier
 
@@ -44,7 +45,7 @@ def run(out: Path, *, quick: bool = False, data_dir: Any = None) -> ExperimentRe
         optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
         for state in ("untrained", "trained"):
             if state == "trained":
-                for _ in range(steps):
+                for _ in progress.bar(range(steps), f"vanishing-gradients: {cell}"):
                     inputs, labels = _batch(generator, 64, length)
                     loss = nn.functional.cross_entropy(model(inputs), labels)
                     optimizer.zero_grad()

@@ -1,4 +1,4 @@
-"""Every Auto-class registration of nlpipe, in one place (called once by ``import nlpipe``).
+"""Every Auto-class registration of nlpipe, in one place (called by ``import nlpipe``, see nlpipe/_registration.py).
 
 Model types are prefixed ``nlpipe_`` so they never clash with a built-in transformers model type.
 Each family adds one block below; imports stay inside the function so importing this module is cheap.

@@ -6,6 +6,10 @@
 ``AutoModelForSeq2SeqLM`` run folder (nlpipe's ``rnn_seq2seq`` and transformers' Marian alike).
 """
 
+# First: importing transformers runs nlpipe's registration hook (nlpipe/_registration.py), which
+# imports .text2text; it must not be mid-import then.
+import transformers  # noqa: F401
+
 from .text2text import (
     PIPELINE_TASKS,
     SummarizationPipeline,

@@ -134,8 +134,11 @@ def eval_batches(task: Task, encoded: datasets.Dataset, batch_size: int, acceler
         return torch.tensor([i for i, _ in items]), task.collate([row for _, row in items])
 
     loader = DataLoader(_IndexedRows(encoded, columns), batch_sampler=sampler, collate_fn=collate)
-    if accelerator is None:
-        return loader
-    from ..training.loop import prepare_eval_loader  # shards without padding: no duplicates to drop
+    if accelerator is not None:
+        from ..training.loop import prepare_eval_loader  # shards without padding: no duplicates to drop
 
-    return prepare_eval_loader(accelerator, loader)
+        loader = prepare_eval_loader(accelerator, loader)
+    from .. import progress
+
+    main_process = accelerator is None or accelerator.is_local_main_process
+    return progress.bar(loader, f"{task.name}: evaluating {len(encoded):,} examples", main_process=main_process)

@@ -151,7 +151,9 @@ def stream_nll(model: Any, stream: torch.Tensor, chunk_length: int = 256) -> tup
     inputs, targets = stream[:-1], stream[1:]
     state = None
     nlls, counts = [], []
-    for start in range(0, len(inputs), chunk_length):
+    from .. import progress
+
+    for start in progress.bar(range(0, len(inputs), chunk_length), f"perplexity over {len(stream):,} tokens"):
         x = inputs[start : start + chunk_length].view(1, -1).to(device)  # (1, T)
         y = targets[start : start + chunk_length].to(device)  # (T,)
         out = model(input_ids=x, cache=state, use_cache=True)
@@ -191,7 +193,9 @@ def sliding_window_nll(
         if end == last:
             break
     nlls, counts = [], []
-    for first in range(0, len(spans), batch_size):
+    from .. import progress
+
+    for first in progress.bar(range(0, len(spans), batch_size), f"perplexity over {len(stream):,} tokens"):
         group = spans[first : first + batch_size]
         longest = max(end - begin for begin, end, _ in group)
         ids = torch.zeros(len(group), longest, dtype=torch.long)

@@ -254,11 +254,7 @@ class Seq2SeqTask(Task):
         scores = self.score(predictions, list(raw["target"]), list(raw["source"]))
         scores["num_beams"] = float(settings["num_beams"])
         scores["gen_words"] = sum(len(p.split()) for p in predictions) / max(len(predictions), 1)
-        for key, value in scores.items():
-            if key.endswith("_signature"):
-                message = f"{split} {key}: {value}"
-                accelerator.print(message) if accelerator is not None else print(message)
-        return scores
+        return scores  # the *_signature strings are in it; run_recipe prints them once per run
 
     def score(self, predictions: list[str], references: list[str], sources: list[str]) -> dict[str, Any]:
         """Metrics of detokenized predictions against references (0–100)."""
