@@ -28,6 +28,22 @@ from typing import Any
 from .errors import NlpipeError
 from .experiments.reporting import save_figure
 
+# The figure a table shows in place of a selection metric that published results do not report.
+# SAMSum papers (and Hugging Face's run_summarization) give summary-level ROUGE-L, i.e. rougeLsum;
+# runs may still select their checkpoint on sentence-level rougeL.
+COMPARABLE_METRIC: dict[str, str] = {"rougeL": "rougeLsum"}
+
+
+def comparable_metric(selection_metric: str, scores: dict[str, Any]) -> str:
+    """The metric a report table shows for a run that selects on `selection_metric`.
+
+    Returns `COMPARABLE_METRIC`'s substitute when the run's `scores` have it, else
+    `selection_metric` itself (older runs without ``rougeLsum`` keep their ``rougeL``).
+    """
+    substitute = COMPARABLE_METRIC.get(selection_metric)
+    return substitute if substitute is not None and substitute in scores else selection_metric
+
+
 _LEN_KEY = re.compile(r"^(?P<metric>.+)_len_(?P<bucket>.+)$")
 MISSING = "–"
 
@@ -43,6 +59,7 @@ class RunSummary:
     model_type: str
     parameters: int | None
     metric: str
+    """The metric shown (`comparable_metric` of the selection metric)."""
     score: float | None
     score_split: str
     greater_is_better: bool
@@ -54,6 +71,8 @@ class RunSummary:
     """(step, validation value of `metric`) from train_log.jsonl."""
     buckets: dict[str, float] = field(default_factory=dict)
     """Input-length bucket → score, from ``<metric>_len_<bucket>`` keys of the scored split."""
+    selection_metric: str = ""
+    """The metric the run chose its best checkpoint on (may differ from `metric`)."""
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -105,9 +124,10 @@ def load_run_summary(run_dir: str | Path) -> RunSummary:
         except yaml.YAMLError as exc:
             raise NlpipeError(f"{run_dir / 'recipe.yaml'}: not valid YAML ({exc}); rerun the run") from exc
 
-    metric = str(metrics.get("selection_metric") or recipe.get("eval", {}).get("metric") or "")
+    selection = str(metrics.get("selection_metric") or recipe.get("eval", {}).get("metric") or "")
     split = "test" if isinstance(metrics.get("test"), dict) else "validation"
     scores = metrics.get(split, {}) if isinstance(metrics.get(split), dict) else {}
+    metric = comparable_metric(selection, scores)
     score = scores.get(metric)
     train = metrics.get("train", {}) if isinstance(metrics.get("train"), dict) else {}
     buckets = {}
@@ -126,8 +146,10 @@ def load_run_summary(run_dir: str | Path) -> RunSummary:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise NlpipeError(f"{log_path}: line {number}: not valid JSON ({exc.msg})") from exc
-            if record.get("split") == "validation" and isinstance(record.get(metric), (int, float)):
-                curve.append((int(record.get("step", len(curve))), float(record[metric])))
+            # The shown metric where the log has it (rougeLsum), else the selection metric.
+            key = metric if metric in record else selection
+            if record.get("split") == "validation" and isinstance(record.get(key), (int, float)):
+                curve.append((int(record.get("step", len(curve))), float(record[key])))
 
     peak = metrics.get("peak_memory_mb", train.get("peak_memory_mb"))
     return RunSummary(
@@ -140,13 +162,14 @@ def load_run_summary(run_dir: str | Path) -> RunSummary:
         metric=metric,
         score=float(score) if isinstance(score, (int, float)) else None,
         score_split=split,
-        greater_is_better=bool(recipe.get("eval", {}).get("greater_is_better", metric != "perplexity")),
+        greater_is_better=bool(recipe.get("eval", {}).get("greater_is_better", selection != "perplexity")),
         wall_s=train.get("wall_s"),
         tokens_per_s=train.get("tokens_per_s"),
         peak_memory_mb=float(peak) if isinstance(peak, (int, float)) else None,
         device=str(info.get("machine") or MISSING),
         curve=curve,
         buckets=buckets,
+        selection_metric=selection,
     )
 
 
@@ -299,6 +322,10 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path = "report") -> 
         md += [f"## {task}", ""]
         if len(metrics) > 1:
             md += [f"Note: these runs select on different metrics ({', '.join(metrics)}); compare scores with care.", ""]
+        substituted = sorted({(r.selection_metric, r.metric) for r in task_runs if r.selection_metric != r.metric})
+        for selection, shown in substituted:
+            md += [f"Note: `{shown}` is shown for runs that select on `{selection}`: it is the figure published "
+                   f"results report (for ROUGE-L, summary-level ROUGE-L over sentences), so it is the comparable one.", ""]
         rows = table_rows(task_runs)
         md += [_markdown_table(TABLE_COLUMNS, rows), ""]
         html_parts.append(f"<h2>{html.escape(task)}</h2>")

@@ -24,10 +24,17 @@ PIPELINE_TAGS = {
 LICENSE_NAMES = {"conll2003": "conll2003-reuters", "multi30k": "multi30k-flickr30k", "ptb": "ptb-ldc"}
 LICENSES = {"conll2003": "other", "multi30k": "other", "ptb": "other", "wikitext2": "cc-by-sa-3.0", "samsum": "cc-by-nc-nd-4.0"}
 HEADLINE = {
-    "token-classification": ["f1", "precision", "recall"],
+    "token-classification": ["f1", "precision", "recall", "f1_strict"],
     "translation": ["sacrebleu", "chrf"],
     "summarization": ["rouge1", "rouge2", "rougeL", "rougeLsum"],
     "causal-lm": ["perplexity"],
+}
+# What the scores mean, where a task's figures need saying how they were computed.
+_SCORE_NOTES = {
+    "token-classification": "; entity F1 with conlleval's chunk rules (seqeval default mode), comparable with "
+    "published CoNLL results; `f1_strict` is seqeval strict IOB2, which drops ill-formed predicted spans",
+    "summarization": "; ROUGE F-measures, stemmed; `rougeLsum` is summary-level ROUGE-L (over sentences), "
+    "the RL that published SAMSum results report",
 }
 
 
@@ -139,7 +146,7 @@ Trained with nlpipe recipe `{recipe.name}` on `{recipe.data.dataset}` ({source})
 |---|{"---|" * len(headline)}
 {rows}
 
-Scores on a 0–100 scale{"; seqeval strict IOB2" if recipe.task == "token-classification" else ""}. Best checkpoint
+Scores on a 0–100 scale{_SCORE_NOTES.get(recipe.task, "")}. Best checkpoint
 chosen on validation `{metrics.get("selection_metric", recipe.eval.metric)}`.
 
 ## Training

@@ -281,7 +281,7 @@ def run_recipe(
     return RunResult(run_dir=run_dir, metrics=metrics)
 
 
-_HEADLINE = ("f1", "precision", "recall", "sacrebleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum", "perplexity")
+_HEADLINE = ("f1", "precision", "recall", "f1_strict", "sacrebleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum", "perplexity")
 
 
 def load_run(run_dir: str | Path) -> tuple[Recipe, dict[str, Any], Any, Any]:
