@@ -38,6 +38,19 @@ _SCORE_NOTES = {
 }
 
 
+def _budget_row(budget: dict[str, Any] | None) -> str:
+    """The card's training-table row for ``train.budget`` (empty without one)."""
+    if not budget:
+        return ""
+    kind = next(k for k in ("steps", "tokens", "minutes") if k in budget)
+    planned = f"{budget.get('planned_steps', 0):,} steps planned"
+    if "tokens_per_step" in budget:
+        planned += f" at {budget['tokens_per_step']:,.0f} tokens/step"
+    if "replans" in budget:
+        planned += f", re-planned {budget['replans']}×"
+    return f"| budget | {budget[kind]:,g} {kind} ({planned}; the learning-rate schedule ends with the budget) |\n"
+
+
 def plot_training_curve(run_dir: Path, selection_metric: str) -> Path | None:
     """Draw loss and the validation metric over steps from train_log.jsonl; return the PNG path."""
     log = run_dir / "train_log.jsonl"
@@ -158,7 +171,7 @@ chosen on validation `{metrics.get("selection_metric", recipe.eval.metric)}`.
 | throughput | {train.get("tokens_per_s", 0):,.0f} tokens/s |
 | hardware | {info.get("machine", "unknown")} × {info.get("num_processes", 1)} process(es) |
 | stopped because | {train.get("stopped_because", "")} |
-{curve}
+{_budget_row(train.get("budget"))}{curve}
 The recipe that produced this model (also in `recipe.yaml`; rerun it with `nlpipe run recipe recipe.yaml`):
 
 ```yaml

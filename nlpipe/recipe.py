@@ -38,6 +38,22 @@ class DataSection:
 
 
 @dataclass
+class BudgetSection:
+    """``train.budget``: how much training a run gets, set with exactly one key (or none).
+
+    The budget is resolved to optimizer steps before the learning-rate schedule is built, so warm-up
+    and decay end when the budget does; it replaces ``max_epochs`` and ``max_steps`` (see
+    `nlpipe.training.budget`)."""
+
+    steps: int | None = None
+    """Optimizer steps."""
+    tokens: float | None = None
+    """Training tokens seen (all processes), as the task counts them; machine-independent."""
+    minutes: float | None = None
+    """Wall time of training (evaluations included); steps planned from the measured speed."""
+
+
+@dataclass
 class TrainSection:
     """How to train: one Accelerate loop for every task."""
 
@@ -78,6 +94,8 @@ class TrainSection:
     """Write a resumable checkpoint every N steps (always also at each evaluation)."""
     bptt_length: int = 35
     """Causal LM on a stream: truncated back-propagation length."""
+    budget: BudgetSection = field(default_factory=BudgetSection)
+    """steps | tokens | minutes: the training length, with the schedule sized to end there."""
 
 
 @dataclass
@@ -291,6 +309,9 @@ def parse_recipe(raw: Any, source: str = "<memory>") -> Recipe:
         raise NlpipeError(f"{source}: key 'train.mixed_precision': choose no, bf16, fp16 or auto")
     if recipe.train.optimizer not in ("adam", "adamw", "sgd"):
         raise NlpipeError(f"{source}: key 'train.optimizer': choose adam, adamw or sgd")
+    from .training.budget import check_budget
+
+    check_budget(recipe.train, source)
     return recipe
 
 

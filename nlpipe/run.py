@@ -252,6 +252,8 @@ def run_recipe(
         "best_validation": result.best_metric,
         "stopped_because": result.stopped_because,
     }
+    if result.budget:  # train.budget: what it was and the steps it was planned as
+        metrics["train"]["budget"] = result.budget
     metrics["parameters"] = n_params
     metrics["selection_metric"] = recipe.eval.metric
     accelerator.end_training()
