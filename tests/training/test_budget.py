@@ -188,3 +188,8 @@ def test_minutes_budget_stops_the_loop_on_time(tmp_path: Path) -> None:
     assert train["steps"] > 12  # past max_epochs=1 and max_steps=2
     # The time ran out or the plan ended: either way within a few steps of the plan.
     assert train["steps"] <= train["budget"]["planned_steps"]
+
+
+def test_a_schedule_that_is_not_step_based_is_refused() -> None:
+    with pytest.raises(NlpipeError, match="'reduce_lr_on_plateau' cannot be sized by train.budget"):
+        BudgetPlan("steps", 10, 10, 10).make_scheduler(_optimizer(), "reduce_lr_on_plateau")
