@@ -38,6 +38,14 @@ _SCORE_NOTES = {
 }
 
 
+def _start_of(recipe: Recipe) -> str:
+    """How the weights started: from scratch, or fine-tuned from ``model.init_from``."""
+    source = recipe.model.get("init_from")
+    if source:
+        return f"fine-tuned from the pretrained body of `{source}` (its tokenizer; the task head trained from scratch)"
+    return "trained from scratch (no pretrained embeddings)"
+
+
 def _budget_row(budget: dict[str, Any] | None) -> str:
     """The card's training-table row for ``train.budget`` (empty without one)."""
     if not budget:
@@ -184,7 +192,7 @@ The recipe that produced this model (also in `recipe.yaml`; rerun it with `nlpip
 
 ## Intended use and limitations
 
-A research baseline for comparing sequence models, trained from scratch (no pretrained embeddings).
+A research baseline for comparing sequence models, {_start_of(recipe)}.
 It inherits the biases and domain of `{recipe.data.dataset}` and will do worse on other text. Check
 the data set's licence (`{meta["license"]}`) before any use beyond research.
 """

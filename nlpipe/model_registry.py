@@ -108,7 +108,7 @@ def validate_model_section(recipe: Any) -> None:
         raise NlpipeError(f"{recipe.source}: key 'model.type': model '{model_type}' is not available ({exc})") from exc
     valid = config_fields(config_class)
     for key in recipe.model:
-        if key != "type" and key not in valid:
+        if key not in ("type", "init_from") and key not in valid:
             raise NlpipeError(
                 f"{recipe.source}: unknown key 'model.{key}' for model '{model_type}' "
                 f"({config_class.__name__}); check the spelling against its documented arguments"
@@ -120,7 +120,7 @@ def build_config(model_type: str, settings: dict[str, Any], **task_values: Any) 
     entry = get_entry(model_type)
     config_class = _import(entry.config_class)
     values = dict(entry.defaults)
-    values.update({k: v for k, v in settings.items() if k != "type"})
+    values.update({k: v for k, v in settings.items() if k not in ("type", "init_from")})
     values.update(task_values)
     try:
         return config_class(**values)
@@ -129,9 +129,19 @@ def build_config(model_type: str, settings: dict[str, Any], **task_values: Any) 
 
 
 def build_model(model_type: str, settings: dict[str, Any], **task_values: Any) -> Any:
-    """Build a freshly initialised model from the registry through its Auto class."""
+    """Build a freshly initialised model from the registry through its Auto class.
+
+    With ``settings["init_from"]`` the body comes from that pretrained model instead and only the
+    task's head is fresh (`nlpipe.init_from.build_model_from_pretrained`).
+    """
     import transformers
 
+    if settings.get("init_from"):
+        from .init_from import build_model_from_pretrained
+
+        entry = get_entry(model_type)
+        return build_model_from_pretrained(model_type, entry.auto_class, _import(entry.config_class), settings,
+                                           task_values)
     config = build_config(model_type, settings, **task_values)
     auto = getattr(transformers, get_entry(model_type).auto_class)
     return auto.from_config(config)

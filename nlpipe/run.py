@@ -190,6 +190,7 @@ def run_recipe(
     """
     from accelerate.utils import set_seed
 
+    from .init_from import init_source, load_init_tokenizer, resolve_init_folder
     from .model_card import write_model_card
     from .training.loop import train
 
@@ -209,10 +210,14 @@ def run_recipe(
     )
     task = get_task(recipe)
     task.setup(dataset, recipe.data.dataset)
-    spec = load_spec(recipe.tokenizer["spec"], {k: v for k, v in recipe.tokenizer.items() if k != "spec"},
-                     recipe.source)
-    with accelerator.main_process_first():
-        tokenizer = train_tokenizer(spec, task.tokenizer_texts(dataset["train"]))
+    if init_source(recipe):  # model.init_from: the pretrained model's own tokenizer
+        with accelerator.main_process_first():
+            tokenizer = load_init_tokenizer(recipe, resolve_init_folder(init_source(recipe), recipe.source))
+    else:
+        spec = load_spec(recipe.tokenizer["spec"], {k: v for k, v in recipe.tokenizer.items() if k != "spec"},
+                         recipe.source)
+        with accelerator.main_process_first():
+            tokenizer = train_tokenizer(spec, task.tokenizer_texts(dataset["train"]))
     task.bind_tokenizer(tokenizer)
     with accelerator.main_process_first():
         encoded = {split: task.encode(dataset[split], tokenizer, split) for split in dataset}
