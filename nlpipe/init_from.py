@@ -163,8 +163,13 @@ def build_model_from_pretrained(
         raise NlpipeError(f"{where}: '{model_type}' models have no separate pretrained body to load; init_from "
                           "works for Transformer models (bert, gpt2, marian)")
     try:
-        body, info = transformers.AutoModel.from_pretrained(str(folder), use_safetensors=True,
-                                                            output_loading_info=True)
+        verbosity = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()  # its report of the pretraining head left out is noise:
+        try:  # what the task model needs is checked below
+            body, info = transformers.AutoModel.from_pretrained(str(folder), use_safetensors=True,
+                                                                output_loading_info=True)
+        finally:
+            transformers.logging.set_verbosity(verbosity)
         wanted = target.state_dict()
         absent = sorted(k for k in info.get("missing_keys", []) if k in wanted)
         if absent:

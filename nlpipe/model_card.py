@@ -20,6 +20,7 @@ PIPELINE_TAGS = {
     "translation": "translation",
     "summarization": "summarization",
     "causal-lm": "text-generation",
+    "masked-lm": "fill-mask",
 }
 LICENSE_NAMES = {"conll2003": "conll2003-reuters", "multi30k": "multi30k-flickr30k", "ptb": "ptb-ldc"}
 LICENSES = {"conll2003": "other", "multi30k": "other", "ptb": "other", "wikitext2": "cc-by-sa-3.0", "samsum": "cc-by-nc-nd-4.0"}
@@ -28,6 +29,7 @@ HEADLINE = {
     "translation": ["sacrebleu", "chrf"],
     "summarization": ["rouge1", "rouge2", "rougeL", "rougeLsum"],
     "causal-lm": ["perplexity"],
+    "masked-lm": ["perplexity", "masked_accuracy"],
 }
 # What the scores mean, where a task's figures need saying how they were computed.
 _SCORE_NOTES = {
@@ -203,6 +205,7 @@ EXAMPLES = {
     "translation": ('"translation"', '"Ein Hund läuft über die Wiese."', ""),
     "summarization": ('"summarization"', '"Anna: Are we still on for lunch?\\nTom: Yes, 12:30."', ""),
     "causal-lm": ('"text-generation"', '"the company said", max_new_tokens=20', ""),
+    "masked-lm": ('"fill-mask"', '"Angela Merkel visited [MASK] on Monday."', ""),
 }
 
 

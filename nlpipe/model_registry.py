@@ -36,7 +36,7 @@ MODELS: dict[str, ModelEntry] = {
         "AutoModelForTokenClassification",
     ),
     "bert": ModelEntry(
-        ("token-classification",),
+        ("token-classification", "masked-lm"),
         "transformers:BertConfig",
         "AutoModelForTokenClassification",
         (("hidden_size", 256), ("num_hidden_layers", 4), ("num_attention_heads", 4), ("intermediate_size", 1024)),
@@ -128,11 +128,13 @@ def build_config(model_type: str, settings: dict[str, Any], **task_values: Any) 
         raise NlpipeError(f"model '{model_type}': invalid settings: {str(exc).strip().splitlines()[-1]}") from exc
 
 
-def build_model(model_type: str, settings: dict[str, Any], **task_values: Any) -> Any:
+def build_model(model_type: str, settings: dict[str, Any], *, auto_class: str | None = None,
+                **task_values: Any) -> Any:
     """Build a freshly initialised model from the registry through its Auto class.
 
     With ``settings["init_from"]`` the body comes from that pretrained model instead and only the
-    task's head is fresh (`nlpipe.init_from.build_model_from_pretrained`).
+    task's head is fresh (`nlpipe.init_from.build_model_from_pretrained`). `auto_class` replaces the
+    registry's Auto class where a model type serves several tasks (``AutoModelForMaskedLM`` for bert).
     """
     import transformers
 
@@ -140,8 +142,8 @@ def build_model(model_type: str, settings: dict[str, Any], **task_values: Any) -
         from .init_from import build_model_from_pretrained
 
         entry = get_entry(model_type)
-        return build_model_from_pretrained(model_type, entry.auto_class, _import(entry.config_class), settings,
-                                           task_values)
+        return build_model_from_pretrained(model_type, auto_class or entry.auto_class, _import(entry.config_class),
+                                           settings, task_values)
     config = build_config(model_type, settings, **task_values)
-    auto = getattr(transformers, get_entry(model_type).auto_class)
+    auto = getattr(transformers, auto_class or get_entry(model_type).auto_class)
     return auto.from_config(config)

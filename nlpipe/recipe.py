@@ -18,7 +18,7 @@ import yaml
 from .errors import NlpipeError
 from .package_data import package_data_dir
 
-TASKS = ("token-classification", "translation", "summarization", "causal-lm")
+TASKS = ("token-classification", "translation", "summarization", "causal-lm", "masked-lm")
 
 
 @dataclass
@@ -35,6 +35,10 @@ class DataSection:
     """Truncate inputs (source side for seq2seq) to this many tokens."""
     max_target_length: int = 128
     """Truncate seq2seq targets to this many tokens."""
+    extra_datasets: list[str] = field(default_factory=list)
+    """masked-lm: more catalog data sets whose *training* split is added as unlabelled text."""
+    text_files: list[str] = field(default_factory=list)
+    """masked-lm: local text files (one text per line, gzip allowed; relative paths looked up in --data-dir first)."""
 
 
 @dataclass
@@ -42,8 +46,8 @@ class BudgetSection:
     """``train.budget``: how much training a run gets, set with exactly one key (or none).
 
     The budget is resolved to optimizer steps before the learning-rate schedule is built, so warm-up
-    and decay end when the budget does; it replaces ``max_epochs`` and ``max_steps`` (see
-    `nlpipe.training.budget`)."""
+    and decay end when the budget does; it replaces ``max_epochs``, while ``max_steps`` and
+    ``max_train_minutes`` still stop a run early (see `nlpipe.training.budget`)."""
 
     steps: int | None = None
     """Optimizer steps."""
@@ -309,6 +313,10 @@ def parse_recipe(raw: Any, source: str = "<memory>") -> Recipe:
         raise NlpipeError(f"{source}: key 'train.mixed_precision': choose no, bf16, fp16 or auto")
     if recipe.train.optimizer not in ("adam", "adamw", "sgd"):
         raise NlpipeError(f"{source}: key 'train.optimizer': choose adam, adamw or sgd")
+    if recipe.task != "masked-lm":
+        for key in ("extra_datasets", "text_files"):
+            if getattr(recipe.data, key):
+                raise NlpipeError(f"{source}: key 'data.{key}': only task masked-lm reads unlabelled text; remove it")
     from .training.budget import check_budget
 
     check_budget(recipe.train, source)

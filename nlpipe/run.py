@@ -209,6 +209,7 @@ def run_recipe(
         max_train_examples=recipe.data.max_train_examples, max_eval_examples=recipe.data.max_eval_examples,
     )
     task = get_task(recipe)
+    dataset = task.corpus(dataset, data=data, data_dir=data_dir)
     task.setup(dataset, recipe.data.dataset)
     if init_source(recipe):  # model.init_from: the pretrained model's own tokenizer
         with accelerator.main_process_first():
@@ -356,6 +357,7 @@ def open_run_evaluation(
     dataset = load_data(recipe.data.dataset, source=data, data_dir=data_dir, seed=recipe.train.seed,
                         max_eval_examples=max_eval_examples or recipe.data.max_eval_examples)
     task = get_task(recipe)
+    dataset = task.corpus(dataset, data=data, data_dir=data_dir)
     task.bind_tokenizer(tokenizer)
     if hasattr(task, "set_labels_from_config"):
         task.set_labels_from_config(model.config)

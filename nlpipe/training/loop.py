@@ -224,7 +224,8 @@ def train(
     # Per process, after sharding: this is what one epoch of optimizer steps is.
     batches_per_epoch = max(1, len(prepared_loader))
     steps_per_epoch = math.ceil(batches_per_epoch / t.gradient_accumulation_steps)
-    # A budget (train.budget) decides the length instead of max_epochs/max_steps, before the schedule exists.
+    # A budget (train.budget) decides the length instead of max_epochs, before the schedule exists
+    # (max_steps and max_train_minutes still stop a run early).
     plan = resolve_budget(recipe, task, loader, accelerator.num_processes)
     total_steps = plan.total_steps if plan else t.max_steps or steps_per_epoch * t.max_epochs
     max_epochs = math.inf if plan else t.max_epochs
@@ -416,7 +417,7 @@ def train(
                         if plan is not None and plan.exhausted(state["global_step"], clock[0]):
                             stopped = "budget"
                             raise _StopTraining
-                        if plan is None and t.max_steps and state["global_step"] >= t.max_steps:
+                        if t.max_steps and state["global_step"] >= t.max_steps:
                             stopped = "max_steps"
                             raise _StopTraining
                         if t.max_train_minutes and state["train_seconds"] > 60 * t.max_train_minutes:

@@ -28,7 +28,7 @@ from nlpipe.training.budget import BudgetPlan, resolve_budget
 
 TINY = ["data.max_train_examples=96", "data.max_eval_examples=16", "model.hidden_size=16",
         "model.embedding_dim=8", "train.batch_size=8", "train.log_every_steps=1", "train.lr_scheduler=linear",
-        "train.warmup_steps=3", "train.max_epochs=1", "train.max_steps=2", "train.early_stopping_patience=null",
+        "train.warmup_steps=3", "train.max_epochs=1", "train.early_stopping_patience=null",
         "eval.splits=[validation]"]
 
 
@@ -99,12 +99,12 @@ def test_tokens_budget_plans_steps_from_the_task_token_count(tmp_path: Path) -> 
                         output_dir=tmp_path / "run", progress=False)
     train = result.metrics["train"]
     # Reference: the tokens one whole epoch feeds the loop (run without a budget), per batch.
-    epoch = run_recipe("ner-bilstm", [*TINY, "train.max_steps=null"], data="sample",
+    epoch = run_recipe("ner-bilstm", TINY, data="sample",
                        output_dir=tmp_path / "epoch", progress=False).metrics["train"]
     per_batch = epoch["tokens"] / epoch["steps"]
     planned = math.ceil(budget / per_batch)
     assert train["budget"] == {"tokens": budget, "planned_steps": planned, "tokens_per_step": pytest.approx(per_batch, abs=0.01)}
-    assert train["steps"] == planned > 12  # past max_steps=2 and max_epochs=1 (12 batches): the budget decides
+    assert train["steps"] == planned > 12  # past max_epochs=1 (12 batches): the budget decides
     assert train["stopped_because"] == "budget"
     assert abs(train["tokens"] - budget) < 2 * per_batch  # what was seen is the budget, to a batch or so
     lrs = _logged_lrs(result.run_dir)
@@ -185,7 +185,7 @@ def test_minutes_budget_stops_the_loop_on_time(tmp_path: Path) -> None:
     train = result.metrics["train"]
     assert train["stopped_because"] == "budget"
     assert set(train["budget"]) == {"minutes", "planned_steps", "seconds_per_step", "replans"}
-    assert train["steps"] > 12  # past max_epochs=1 and max_steps=2
+    assert train["steps"] > 12  # past max_epochs=1
     # The time ran out or the plan ended: either way within a few steps of the plan.
     assert train["steps"] <= train["budget"]["planned_steps"]
 
@@ -193,3 +193,12 @@ def test_minutes_budget_stops_the_loop_on_time(tmp_path: Path) -> None:
 def test_a_schedule_that_is_not_step_based_is_refused() -> None:
     with pytest.raises(NlpipeError, match="'reduce_lr_on_plateau' cannot be sized by train.budget"):
         BudgetPlan("steps", 10, 10, 10).make_scheduler(_optimizer(), "reduce_lr_on_plateau")
+
+
+def test_max_steps_still_stops_a_budgeted_run_early(tmp_path: Path) -> None:
+    result = run_recipe("ner-bilstm", [*TINY, "train.budget.steps=30", "train.max_steps=4"], data="sample",
+                        output_dir=tmp_path / "run", progress=False)
+    train = result.metrics["train"]
+    assert (train["steps"], train["stopped_because"]) == (4, "max_steps")
+    assert train["budget"] == {"steps": 30, "planned_steps": 30}
+    assert _logged_lrs(result.run_dir)[-1][1] > 0  # the schedule was sized for 30 steps, not 4
