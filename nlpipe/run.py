@@ -211,9 +211,11 @@ def run_recipe(
     task = get_task(recipe)
     dataset = task.corpus(dataset, data=data, data_dir=data_dir)
     task.setup(dataset, recipe.data.dataset)
+    init_folder = None
     if init_source(recipe):  # model.init_from: the pretrained model's own tokenizer
         with accelerator.main_process_first():
-            tokenizer = load_init_tokenizer(recipe, resolve_init_folder(init_source(recipe), recipe.source))
+            init_folder = resolve_init_folder(init_source(recipe), recipe.source)
+            tokenizer = load_init_tokenizer(recipe, init_folder)
     else:
         spec = load_spec(recipe.tokenizer["spec"], {k: v for k, v in recipe.tokenizer.items() if k != "spec"},
                          recipe.source)
@@ -276,6 +278,8 @@ def run_recipe(
             "mixed_precision": accelerator.mixed_precision,
             "nlpipe_commit": git_commit(),
         }
+        if init_folder is not None:  # the pretrained start (a Hub snapshot's folder names its commit)
+            info["init_from"] = {"source": init_source(recipe), "folder": str(init_folder.resolve())}
         (run_dir / "run_info.json").write_text(json.dumps(info, indent=2))
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         write_model_card(run_dir, recipe, metrics, info)

@@ -94,6 +94,8 @@ def test_init_from_hub_id_offline_from_the_cache(source_run: Path, tmp_path: Pat
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     _assert_body_copied_head_fresh(source_run, tmp_path / "run")
+    info = json.loads((tmp_path / "run" / "run_info.json").read_text())["init_from"]
+    assert info["source"] == "someone/tiny-bert" and info["folder"].endswith(f"snapshots/{commit}")
     missing = subprocess.run([*command[:-2], "--output-dir", str(tmp_path / "other"),
                               "model.init_from=someone/not-cached"], env=env, cwd=tmp_path,
                              capture_output=True, text=True, timeout=300)
