@@ -175,3 +175,25 @@ class MaskedLmTask(Task):
         out = {k: float(v) for k, v in scores.items() if isinstance(v, (int, float))}
         out["masked_accuracy"] = 100.0 * correct / sum(counts)
         return out
+
+    # -- prediction -----------------------------------------------------------------------------
+    def predict_texts(self, model: Any, tokenizer: Any, texts: list[str]) -> list[dict[str, Any]]:
+        """Fill each text's mask token: ``{"text", "predictions", "output"}`` (top 5 of transformers' fill-mask).
+
+        Raises:
+            NlpipeError: a text without the tokenizer's mask token.
+        """
+        from transformers import pipeline
+
+        fill = pipeline("fill-mask", model=model, tokenizer=tokenizer)
+        results = []
+        for text in texts:
+            if tokenizer.mask_token not in text:
+                raise NlpipeError(f"input '{text}': no {tokenizer.mask_token}; put {tokenizer.mask_token} where a "
+                                  "word should be predicted")
+            predictions = fill(text, top_k=5)
+            if predictions and isinstance(predictions[0], list):  # several masks: one list per mask
+                predictions = predictions[0]
+            best = predictions[0]["sequence"] if predictions else text
+            results.append({"text": text, "predictions": predictions, "output": best})
+        return results

@@ -114,3 +114,9 @@ def test_pretrain_then_fine_tune_from_the_cli(tmp_path: Path) -> None:
     for key in body:
         assert torch.equal(tagger[key], pretrained[key]), key
     assert "classifier.weight" in tagger and not any(k.startswith("cls.") for k in tagger)
+    predict = subprocess.run(
+        [sys.executable, "-m", "nlpipe", "predict", "runs/pretrain-bert", "the [MASK] said", "--format", "json"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert predict.returncode == 0, predict.stderr[-3000:]
+    filled = json.loads(predict.stdout.strip().splitlines()[-1])
+    assert len(filled["predictions"]) == 5 and "[MASK]" not in filled["output"]
