@@ -28,6 +28,22 @@ from typing import Any
 from .errors import NlpipeError
 from .experiments.reporting import save_figure
 
+# The figure a table shows in place of a selection metric that published results do not report.
+# SAMSum papers (and Hugging Face's run_summarization) give summary-level ROUGE-L, i.e. rougeLsum;
+# runs may still select their checkpoint on sentence-level rougeL.
+COMPARABLE_METRIC: dict[str, str] = {"rougeL": "rougeLsum"}
+
+
+def comparable_metric(selection_metric: str, scores: dict[str, Any]) -> str:
+    """The metric a report table shows for a run that selects on `selection_metric`.
+
+    Returns `COMPARABLE_METRIC`'s substitute when the run's `scores` have it, else
+    `selection_metric` itself (older runs without ``rougeLsum`` keep their ``rougeL``).
+    """
+    substitute = COMPARABLE_METRIC.get(selection_metric)
+    return substitute if substitute is not None and substitute in scores else selection_metric
+
+
 _LEN_KEY = re.compile(r"^(?P<metric>.+)_len_(?P<bucket>.+)$")
 MISSING = "–"
 
@@ -43,6 +59,7 @@ class RunSummary:
     model_type: str
     parameters: int | None
     metric: str
+    """The metric shown (`comparable_metric` of the selection metric)."""
     score: float | None
     score_split: str
     greater_is_better: bool
@@ -54,6 +71,8 @@ class RunSummary:
     """(step, validation value of `metric`) from train_log.jsonl."""
     buckets: dict[str, float] = field(default_factory=dict)
     """Input-length bucket → score, from ``<metric>_len_<bucket>`` keys of the scored split."""
+    selection_metric: str = ""
+    """The metric the run chose its best checkpoint on (may differ from `metric`)."""
 
 
 def _number(value: Any) -> float | None:
@@ -132,9 +151,10 @@ def load_run_summary(run_dir: str | Path) -> RunSummary:
     info, recipe = checked.info, checked.recipe_raw
 
     eval_section = _section(recipe, "eval")
-    metric = str(metrics.get("selection_metric") or eval_section.get("metric") or "")
+    selection = str(metrics.get("selection_metric") or eval_section.get("metric") or "")
     split = "test" if isinstance(metrics.get("test"), dict) else "validation"
     scores = _section(metrics, split)
+    metric = comparable_metric(selection, scores)
     score = _number(scores.get(metric))
     train = _section(metrics, "train")
     buckets = {}
@@ -144,7 +164,8 @@ def load_run_summary(run_dir: str | Path) -> RunSummary:
             buckets[found.group("bucket")] = float(value)
 
     log_path = run_dir / "train_log.jsonl"
-    curve = read_curve(log_path, metric) if log_path.is_file() else []
+    # The shown metric where the log has it (rougeLsum), else the selection metric.
+    curve = (read_curve(log_path, metric) or read_curve(log_path, selection)) if log_path.is_file() else []
 
     peak = _number(metrics.get("peak_memory_mb", train.get("peak_memory_mb")))
     parameters = _number(metrics.get("parameters"))
@@ -158,13 +179,14 @@ def load_run_summary(run_dir: str | Path) -> RunSummary:
         metric=metric,
         score=float(score) if score is not None else None,
         score_split=split,
-        greater_is_better=bool(eval_section.get("greater_is_better", metric != "perplexity")),
+        greater_is_better=bool(eval_section.get("greater_is_better", selection != "perplexity")),
         wall_s=_number(train.get("wall_s")),
         tokens_per_s=_number(train.get("tokens_per_s")),
         peak_memory_mb=float(peak) if peak is not None else None,
         device=str(info.get("machine") or MISSING),
         curve=curve,
         buckets=buckets,
+        selection_metric=selection,
     )
 
 
@@ -320,6 +342,10 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path = "report") -> 
         md += [f"## {task}", ""]
         if len(metrics) > 1:
             md += [f"Note: these runs select on different metrics ({', '.join(metrics)}); compare scores with care.", ""]
+        substituted = sorted({(r.selection_metric, r.metric) for r in task_runs if r.selection_metric != r.metric})
+        for selection, shown in substituted:
+            md += [f"Note: `{shown}` is shown for runs that select on `{selection}`: it is the figure published "
+                   f"results report (for ROUGE-L, summary-level ROUGE-L over sentences), so it is the comparable one.", ""]
         rows = table_rows(task_runs)
         md += [_markdown_table(TABLE_COLUMNS, rows), ""]
         html_parts.append(f"<h2>{html.escape(task)}</h2>")

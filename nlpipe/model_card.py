@@ -20,15 +20,45 @@ PIPELINE_TAGS = {
     "translation": "translation",
     "summarization": "summarization",
     "causal-lm": "text-generation",
+    "masked-lm": "fill-mask",
 }
 LICENSE_NAMES = {"conll2003": "conll2003-reuters", "multi30k": "multi30k-flickr30k", "ptb": "ptb-ldc"}
 LICENSES = {"conll2003": "other", "multi30k": "other", "ptb": "other", "wikitext2": "cc-by-sa-3.0", "samsum": "cc-by-nc-nd-4.0"}
 HEADLINE = {
-    "token-classification": ["f1", "precision", "recall"],
+    "token-classification": ["f1", "precision", "recall", "f1_strict"],
     "translation": ["sacrebleu", "chrf"],
     "summarization": ["rouge1", "rouge2", "rougeL", "rougeLsum"],
     "causal-lm": ["perplexity"],
+    "masked-lm": ["perplexity", "masked_accuracy"],
 }
+# What the scores mean, where a task's figures need saying how they were computed.
+_SCORE_NOTES = {
+    "token-classification": "; entity F1 with conlleval's chunk rules (seqeval default mode), comparable with "
+    "published CoNLL results; `f1_strict` is seqeval strict IOB2, which drops ill-formed predicted spans",
+    "summarization": "; ROUGE F-measures, stemmed; `rougeLsum` is summary-level ROUGE-L (over sentences), "
+    "the RL that published SAMSum results report",
+}
+
+
+def _start_of(recipe: Recipe) -> str:
+    """How the weights started: from scratch, or fine-tuned from ``model.init_from``."""
+    source = recipe.model.get("init_from")
+    if source:
+        return f"fine-tuned from the pretrained body of `{source}` (its tokenizer; the task head trained from scratch)"
+    return "trained from scratch (no pretrained embeddings)"
+
+
+def _budget_row(budget: dict[str, Any] | None) -> str:
+    """The card's training-table row for ``train.budget`` (empty without one)."""
+    if not budget:
+        return ""
+    kind = next(k for k in ("steps", "tokens", "minutes") if k in budget)
+    planned = f"{budget.get('planned_steps', 0):,} steps planned"
+    if "tokens_per_step" in budget:
+        planned += f" at {budget['tokens_per_step']:,.0f} tokens/step"
+    if "replans" in budget:
+        planned += f", re-planned {budget['replans']}×"
+    return f"| budget | {budget[kind]:,g} {kind} ({planned}; the learning-rate schedule ends with the budget) |\n"
 
 
 def plot_training_curve(run_dir: Path, selection_metric: str) -> Path | None:
@@ -139,7 +169,7 @@ Trained with nlpipe recipe `{recipe.name}` on `{recipe.data.dataset}` ({source})
 |---|{"---|" * len(headline)}
 {rows}
 
-Scores on a 0–100 scale{"; seqeval strict IOB2" if recipe.task == "token-classification" else ""}. Best checkpoint
+Scores on a 0–100 scale{_SCORE_NOTES.get(recipe.task, "")}. Best checkpoint
 chosen on validation `{metrics.get("selection_metric", recipe.eval.metric)}`.
 
 ## Training
@@ -151,7 +181,7 @@ chosen on validation `{metrics.get("selection_metric", recipe.eval.metric)}`.
 | throughput | {train.get("tokens_per_s", 0):,.0f} tokens/s |
 | hardware | {info.get("machine", "unknown")} × {info.get("num_processes", 1)} process(es) |
 | stopped because | {train.get("stopped_because", "")} |
-{curve}
+{_budget_row(train.get("budget"))}{curve}
 The recipe that produced this model (also in `recipe.yaml`; rerun it with `nlpipe run recipe recipe.yaml`):
 
 ```yaml
@@ -164,7 +194,7 @@ The recipe that produced this model (also in `recipe.yaml`; rerun it with `nlpip
 
 ## Intended use and limitations
 
-A research baseline for comparing sequence models, trained from scratch (no pretrained embeddings).
+A research baseline for comparing sequence models, {_start_of(recipe)}.
 It inherits the biases and domain of `{recipe.data.dataset}` and will do worse on other text. Check
 the data set's licence (`{meta["license"]}`) before any use beyond research.
 """
@@ -175,6 +205,7 @@ EXAMPLES = {
     "translation": ('"translation"', '"Ein Hund läuft über die Wiese."', ""),
     "summarization": ('"summarization"', '"Anna: Are we still on for lunch?\\nTom: Yes, 12:30."', ""),
     "causal-lm": ('"text-generation"', '"the company said", max_new_tokens=20', ""),
+    "masked-lm": ('"fill-mask"', '"Angela Merkel visited [MASK] on Monday."', ""),
 }
 
 

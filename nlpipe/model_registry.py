@@ -40,7 +40,7 @@ MODELS: dict[str, ModelEntry] = {
         "AutoModelForTokenClassification",
     ),
     "bert": ModelEntry(
-        ("token-classification",),
+        ("token-classification", "masked-lm"),
         "transformers:BertConfig",
         "AutoModelForTokenClassification",
         (("hidden_size", 256), ("num_hidden_layers", 4), ("num_attention_heads", 4), ("intermediate_size", 1024)),
@@ -200,7 +200,7 @@ def validate_model_section(recipe: Any) -> None:
         raise NlpipeError(f"{recipe.source}: key 'model.type': model '{model_type}' is not available ({exc})") from exc
     class_name = entry.config_class.rsplit(":", 1)[1]
     for key in recipe.model:
-        if key != "type" and key not in valid:
+        if key not in ("type", "init_from") and key not in valid:
             raise NlpipeError(
                 f"{recipe.source}: unknown key 'model.{key}' for model '{model_type}' "
                 f"({class_name}); check the spelling against its documented arguments"
@@ -212,7 +212,7 @@ def build_config(model_type: str, settings: dict[str, Any], **task_values: Any) 
     entry = get_entry(model_type)
     config_class = _import(entry.config_class)
     values = dict(entry.defaults)
-    values.update({k: v for k, v in settings.items() if k != "type"})
+    values.update({k: v for k, v in settings.items() if k not in ("type", "init_from")})
     values.update(task_values)
     try:
         return config_class(**values)
@@ -220,12 +220,24 @@ def build_config(model_type: str, settings: dict[str, Any], **task_values: Any) 
         raise NlpipeError(f"model '{model_type}': invalid settings: {str(exc).strip().splitlines()[-1]}") from exc
 
 
-def build_model(model_type: str, settings: dict[str, Any], **task_values: Any) -> Any:
-    """Build a freshly initialised model from the registry through its Auto class."""
+def build_model(model_type: str, settings: dict[str, Any], *, auto_class: str | None = None,
+                **task_values: Any) -> Any:
+    """Build a freshly initialised model from the registry through its Auto class.
+
+    With ``settings["init_from"]`` the body comes from that pretrained model instead and only the
+    task's head is fresh (`nlpipe.init_from.build_model_from_pretrained`). `auto_class` replaces the
+    registry's Auto class where a model type serves several tasks (``AutoModelForMaskedLM`` for bert).
+    """
     import transformers
 
+    if settings.get("init_from"):
+        from .init_from import build_model_from_pretrained
+
+        entry = get_entry(model_type)
+        return build_model_from_pretrained(model_type, auto_class or entry.auto_class, _import(entry.config_class),
+                                           settings, task_values)
     config = build_config(model_type, settings, **task_values)
-    auto = getattr(transformers, get_entry(model_type).auto_class)
+    auto = getattr(transformers, auto_class or get_entry(model_type).auto_class)
     return auto.from_config(config)
 
 

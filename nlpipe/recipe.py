@@ -19,7 +19,7 @@ from .errors import NlpipeError
 from .package_data import package_data_dir
 from .run_folder import check_run_name
 
-TASKS = ("token-classification", "translation", "summarization", "causal-lm")
+TASKS = ("token-classification", "translation", "summarization", "causal-lm", "masked-lm")
 
 
 @dataclass
@@ -36,6 +36,26 @@ class DataSection:
     """Truncate inputs (source side for seq2seq) to this many tokens."""
     max_target_length: int = 128
     """Truncate seq2seq targets to this many tokens."""
+    extra_datasets: list[str] = field(default_factory=list)
+    """masked-lm: more catalog data sets whose *training* split is added as unlabelled text."""
+    text_files: list[str] = field(default_factory=list)
+    """masked-lm: local text files (one text per line, gzip allowed; relative paths looked up in --data-dir first)."""
+
+
+@dataclass
+class BudgetSection:
+    """``train.budget``: how much training a run gets, set with exactly one key (or none).
+
+    The budget is resolved to optimizer steps before the learning-rate schedule is built, so warm-up
+    and decay end when the budget does; it replaces ``max_epochs``, while ``max_steps`` and
+    ``max_train_minutes`` still stop a run early (see `nlpipe.training.budget`)."""
+
+    steps: int | None = None
+    """Optimizer steps."""
+    tokens: float | None = None
+    """Training tokens seen (all processes), as the task counts them; machine-independent."""
+    minutes: float | None = None
+    """Wall time of training (evaluations included); steps planned from the measured speed."""
 
 
 @dataclass
@@ -90,6 +110,8 @@ class TrainSection:
     deterministic: bool = False
     """Use only deterministic kernels (torch.use_deterministic_algorithms): needed for bit-identical runs
     on GPUs (atomics in scatter/index backward, cuBLAS); CPU runs are reproducible without it."""
+    budget: BudgetSection = field(default_factory=BudgetSection)
+    """steps | tokens | minutes: the training length, with the schedule sized to end there."""
 
 
 @dataclass
@@ -314,6 +336,13 @@ def parse_recipe(raw: Any, source: str = "<memory>") -> Recipe:
         raise NlpipeError(f"{source}: key 'train.mixed_precision': choose no, bf16, fp16 or auto")
     if recipe.train.optimizer not in ("adam", "adamw", "sgd"):
         raise NlpipeError(f"{source}: key 'train.optimizer': choose adam, adamw or sgd")
+    if recipe.task != "masked-lm":
+        for key in ("extra_datasets", "text_files"):
+            if getattr(recipe.data, key):
+                raise NlpipeError(f"{source}: key 'data.{key}': only task masked-lm reads unlabelled text; remove it")
+    from .training.budget import check_budget
+
+    check_budget(recipe.train, source)
     return recipe
 
 

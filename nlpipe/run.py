@@ -212,6 +212,7 @@ def _train_and_write(
     """Load data, train, evaluate and write the run into `run_dir` (the work folder); return the metrics."""
     from accelerate.utils import set_seed
 
+    from .init_from import init_source, load_init_tokenizer, resolve_init_folder
     from .model_card import write_model_card
     from .training.checkpointing import check_resume_identity, data_fingerprint
     from .training.loop import train
@@ -227,11 +228,18 @@ def _train_and_write(
     if resume:
         check_resume_identity(run_dir, identity)
     task = get_task(recipe)
+    dataset = task.corpus(dataset, data=data, data_dir=data_dir)
     task.setup(dataset, recipe.data.dataset)
-    spec = load_spec(recipe.tokenizer["spec"], {k: v for k, v in recipe.tokenizer.items() if k != "spec"},
-                     recipe.source)
-    with accelerator.main_process_first():
-        tokenizer = train_tokenizer(spec, task.tokenizer_texts(dataset["train"]))
+    init_folder = None
+    if init_source(recipe):  # model.init_from: the pretrained model's own tokenizer
+        with accelerator.main_process_first():
+            init_folder = resolve_init_folder(init_source(recipe), recipe.source)
+            tokenizer = load_init_tokenizer(recipe, init_folder)
+    else:
+        spec = load_spec(recipe.tokenizer["spec"], {k: v for k, v in recipe.tokenizer.items() if k != "spec"},
+                         recipe.source)
+        with accelerator.main_process_first():
+            tokenizer = train_tokenizer(spec, task.tokenizer_texts(dataset["train"]))
     task.bind_tokenizer(tokenizer)
     with accelerator.main_process_first():
         encoded = {split: task.encode(dataset[split], tokenizer, split) for split in dataset}
@@ -283,6 +291,8 @@ def _train_and_write(
         "best_validation": result.best_metric,
         "stopped_because": result.stopped_because,
     }
+    if result.budget:  # train.budget: what it was and the steps it was planned as
+        metrics["train"]["budget"] = result.budget
     metrics["parameters"] = n_params
     metrics["selection_metric"] = recipe.eval.metric
     accelerator.end_training()
@@ -300,6 +310,8 @@ def _train_and_write(
             "nlpipe_commit": git_commit(),
             **identity_fields(),
         }
+        if init_folder is not None:  # the pretrained start (a Hub snapshot's folder names its commit)
+            info["init_from"] = {"source": init_source(recipe), "folder": str(init_folder.resolve())}
         (run_dir / "run_info.json").write_text(json.dumps(info, indent=2))
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         write_model_card(run_dir, recipe, metrics, info)
@@ -307,7 +319,7 @@ def _train_and_write(
     return metrics
 
 
-_HEADLINE = ("f1", "precision", "recall", "sacrebleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum", "perplexity")
+_HEADLINE = ("f1", "precision", "recall", "f1_strict", "sacrebleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum", "perplexity")
 
 
 def load_run(run_dir: str | Path, command: str = "predict") -> tuple[Recipe, dict[str, Any], Any, Any]:
@@ -364,6 +376,7 @@ def open_run_evaluation(
     dataset = load_data(recipe.data.dataset, source=data, data_dir=data_dir, seed=recipe.train.seed,
                         max_eval_examples=max_eval_examples or recipe.data.max_eval_examples)
     task = get_task(recipe)
+    dataset = task.corpus(dataset, data=data, data_dir=data_dir)
     task.bind_tokenizer(tokenizer)
     if hasattr(task, "set_labels_from_config"):
         task.set_labels_from_config(model.config)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# The real data beside the checkout; NLPIPE_SHARED_DATA points elsewhere (a git worktree, CI cache).
+SHARED_DATA = Path(os.environ.get("NLPIPE_SHARED_DATA") or REPO.parent / "shared" / "data")
 
 # Keep everything offline and out of the user's caches.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -180,6 +180,23 @@ def test_summary_reads_curves_and_buckets(fake_runs):
     assert summary.task == "translation" and summary.metric == "sacrebleu"
 
 
+def test_summarization_table_shows_rouge_lsum_for_runs_selecting_on_rouge_l(tmp_path):
+    # Published SAMSum results are summary-level ROUGE-L: the table shows rougeLsum and says so.
+    run = _fake_run(tmp_path / "sum-a", task="summarization", model={"type": "rnn_seq2seq"}, metric="rougeL",
+                    test={"rougeL": 21.1, "rougeLsum": 22.69, "rouge1": 24.7}, params=10, wall=1.0, tps=1.0,
+                    curve=[(5, 20.0)])
+    old = _fake_run(tmp_path / "sum-old", task="summarization", model={"type": "rnn_seq2seq"}, metric="rougeL",
+                    test={"rougeL": 19.5}, params=10, wall=1.0, tps=1.0, curve=[(5, 18.0)])
+    assert load_run_summary(run).metric == "rougeLsum" and load_run_summary(run).score == pytest.approx(22.69)
+    assert load_run_summary(run).curve == [(5, 20.0)]  # the log has only rougeL: the curve falls back to it
+    assert load_run_summary(old).metric == "rougeL"  # an older run without rougeLsum keeps its figure
+    text = compare_runs([run, old], tmp_path / "report").markdown.read_text()
+    rows = {row["run"]: row for row in _markdown_tables(text)["summarization"]}
+    assert rows["sum-a"]["score"] == "22.69" and rows["sum-a"]["metric"] == "rougeLsum (test)"
+    assert rows["sum-old"]["score"] == "19.50"
+    assert "`rougeLsum` is shown for runs that select on `rougeL`" in text
+
+
 def test_errors_name_the_problem(tmp_path, fake_runs):
     with pytest.raises(NlpipeError, match="no such run folder"):
         compare_runs([tmp_path / "missing"], tmp_path / "r")

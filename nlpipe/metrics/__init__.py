@@ -9,8 +9,10 @@ disk. The result is an ordinary ``evaluate.Metric``: ``add_batch``, distributed 
 
 Every metric returns a flat ``dict``; scores are on a 0-100 scale (perplexity excepted):
 
-- ``"seqeval"``: predictions/references ``list[list[str]]`` of IOB2 tags, strict mode.
-  -> ``f1``, ``precision``, ``recall``, ``accuracy``, and per entity type ``<TYPE>_f1``,
+- ``"seqeval"``: predictions/references ``list[list[str]]`` of IOB2 tags.
+  -> ``f1``, ``precision``, ``recall`` with conlleval's chunk rules (seqeval's default mode, the
+  CoNLL F1 of the literature), ``f1_strict``, ``precision_strict``, ``recall_strict`` (strict
+  IOB2: ill-formed predicted spans dropped), ``accuracy``, and per entity type ``<TYPE>_f1``,
   ``<TYPE>_precision``, ``<TYPE>_recall``, ``<TYPE>_number`` (gold count, unscaled).
 - ``"sacrebleu"``: predictions ``list[str]`` (detokenized), references ``list[str]`` or
   ``list[list[str]]`` (several references per prediction).

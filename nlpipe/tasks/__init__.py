@@ -13,6 +13,7 @@ TASK_CLASSES = {
     "translation": "nlpipe.tasks.seq2seq:TranslationTask",
     "summarization": "nlpipe.tasks.seq2seq:SummarizationTask",
     "causal-lm": "nlpipe.tasks.causal_lm:CausalLmTask",
+    "masked-lm": "nlpipe.tasks.masked_lm:MaskedLmTask",
 }
 
 

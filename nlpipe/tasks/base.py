@@ -7,6 +7,7 @@ The loop in `nlpipe.training.loop` never looks inside a batch.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -32,6 +33,14 @@ class Task:
     # -- data -----------------------------------------------------------------------------------
     def setup(self, data: datasets.DatasetDict, source_name: str) -> None:
         """Inspect the raw data once (e.g. collect the label set) before tokenization."""
+
+    def corpus(self, dataset: datasets.DatasetDict, *, data: str | None = None,
+               data_dir: str | Path | None = None) -> datasets.DatasetDict:
+        """The splits this task trains and evaluates on, from the loaded data set (default: as loaded).
+
+        `data` / `data_dir` say where the run's data comes from, for a task that reads more
+        (masked-lm: extra corpora and text files)."""
+        return dataset
 
     def tokenizer_texts(self, train: datasets.Dataset) -> list[str]:
         """The text the tokenizer is trained on (from the training split only)."""

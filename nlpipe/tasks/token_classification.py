@@ -1,4 +1,5 @@
-"""Token classification (NER): words in, one IOB2 tag per word out, scored with seqeval (strict IOB2).
+"""Token classification (NER): words in, one IOB2 tag per word out, scored with seqeval
+with conlleval's chunk rules (headline ``f1``) and in strict IOB2 mode (``f1_strict``).
 
 Every sub-token of a word is trained (the first with the word's tag, the rest with the matching
 ``I-`` tag), so raw-text inference — where a pre-tokenizer may split "U.S." into pieces — groups

@@ -30,6 +30,7 @@ from ..errors import NlpipeError
 from ..recipe import Recipe
 from ..tasks.base import Task
 from .batching import LengthBucketBatchSampler
+from .budget import resolve_budget, synchronized_clock
 from .checkpointing import (
     find_resumable,
     latest_checkpoint,
@@ -57,6 +58,8 @@ class TrainResult:
     tokens_per_s: float
     stopped_because: str
     history: list[dict[str, Any]] = field(default_factory=list)
+    budget: dict[str, Any] | None = None
+    """`BudgetPlan.summary` when the recipe set ``train.budget``."""
 
 
 class _StopTraining(Exception):
@@ -324,10 +327,14 @@ def _train(
     # Per process, after sharding: this is what one epoch of optimizer steps is.
     batches_per_epoch = max(1, len(prepared_loader))
     steps_per_epoch = math.ceil(batches_per_epoch / t.gradient_accumulation_steps)
-    total_steps = t.max_steps or steps_per_epoch * t.max_epochs
+    # A budget (train.budget) decides the length instead of max_epochs, before the schedule exists
+    # (max_steps and max_train_minutes still stop a run early).
+    plan = resolve_budget(recipe, task, loader, accelerator.num_processes)
+    total_steps = plan.total_steps if plan else t.max_steps or steps_per_epoch * t.max_epochs
+    max_epochs = math.inf if plan else t.max_epochs
     # Not passed to accelerator.prepare: Accelerate would step it once per process per update, which
     # turns warmup_steps and max_steps into "steps × processes". We step it once per optimizer update.
-    scheduler = get_scheduler(
+    scheduler = plan.make_scheduler(optimizer, t.lr_scheduler) if plan else get_scheduler(
         t.lr_scheduler, optimizer, num_warmup_steps=t.warmup_steps, num_training_steps=total_steps
     )
     unwrapped = accelerator.unwrap_model(model)
@@ -337,6 +344,7 @@ def _train(
         "evals_without_improvement": 0, "train_tokens": 0, "train_seconds": 0.0, "eval_seconds": 0.0,
         "num_processes": accelerator.num_processes, "history": [], "last_eval_step": None, "recent_losses": [],
         "identity": identity or {},
+        "budget": plan.state_dict() if plan else None,
     }
     log_path = run_dir / "train_log.jsonl"
     pending_rng: dict[str, Any] | None = None
@@ -363,6 +371,9 @@ def _train(
                 f"{accelerator.num_processes}; the data position is approximate, so the resume is not exact"
             )
         state["num_processes"] = accelerator.num_processes
+        if plan is not None:  # continue the saved plan (the scheduler reads it)
+            plan.load_state_dict(state.get("budget"), str(found))
+            total_steps = plan.total_steps
         pending_rng = load_rng_state(found, accelerator.process_index, accelerator.num_processes)
         if state["batches_done"]:  # mid-epoch: continue from the state the task carried at the checkpoint
             pending_task_state = {k: v.to(accelerator.device) for k, v in load_task_state(found).items()}
@@ -492,7 +503,7 @@ def _train(
             if resume and stop_reason():  # resumed from a checkpoint written when training had already stopped
                 stopped = stop_reason()
                 raise _StopTraining
-            while state["epoch"] < t.max_epochs:
+            while state["epoch"] < max_epochs:
                 # Both: the prepared loader re-sets its sampler's epoch from its own counter on every
                 # iteration, and with several processes the sampler sits inside Accelerate's shard.
                 prepared_loader.set_epoch(state["epoch"])
@@ -553,6 +564,13 @@ def _train(
                         state["batches_done"] = batches_in_epoch
                         state["train_seconds"] = time.perf_counter() - started
                         bar.update(1)
+                        if plan is not None:  # re-plan before this step's log/checkpoint records the plan
+                            clock = (state["train_seconds"], state.get("eval_seconds", 0.0))
+                            if plan.needs_clock:  # every process must make the same plan
+                                clock = synchronized_clock(accelerator, *clock)
+                            if plan.update(state["global_step"], *clock):
+                                bar.total = plan.total_steps
+                            state["budget"] = plan.state_dict()
                         if state["global_step"] % t.log_every_steps == 0:
                             now = time.perf_counter()
                             tok_s = window_tokens * accelerator.num_processes / max(now - window_start, 1e-9)
@@ -570,6 +588,9 @@ def _train(
                                 raise _StopTraining
                         elif t.checkpoint_every_steps and state["global_step"] % t.checkpoint_every_steps == 0:
                             checkpoint()
+                        if plan is not None and plan.exhausted(state["global_step"], clock[0]):
+                            stopped = "budget"
+                            raise _StopTraining
                         if t.max_steps and state["global_step"] >= t.max_steps:
                             stopped = "max_steps"
                             raise _StopTraining
@@ -629,4 +650,5 @@ def _train(
         tokens_per_s=tokens / train_only,
         stopped_because=stopped,
         history=state["history"],
+        budget=plan.summary() if plan else None,
     )

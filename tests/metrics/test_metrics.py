@@ -58,17 +58,27 @@ def test_seqeval_hand_worked_example(metrics):
     assert all(isinstance(value, float) for value in out.values())
 
 
-def test_seqeval_strict_mode_rejects_span_opened_by_i_tag(metrics):
+def test_seqeval_headline_reads_span_opened_by_i_tag_like_conlleval_strict_does_not(metrics):
     references = [["B-PER", "I-PER", "O"]]
     predictions = [["I-PER", "I-PER", "O"]]
-    # seqeval's default (conlleval-like) mode repairs the leading I-PER into an entity that
-    # matches the gold one; strict IOB2 does not count it, so nothing correct is predicted.
+    # conlleval's rules (seqeval's default mode) read the leading I-PER as the start of an entity
+    # that matches the gold one; strict IOB2 does not count it, so nothing correct is predicted.
     assert seqeval_default_f1(references, predictions) == pytest.approx(1.0)
     out = metrics["seqeval"].compute(predictions=predictions, references=references)
-    assert out["f1"] == 0.0
-    assert out["precision"] == 0.0
-    assert out["recall"] == 0.0
+    assert out["f1"] == pytest.approx(100.0)
+    assert out["PER_f1"] == pytest.approx(100.0)
+    assert out["f1_strict"] == 0.0
+    assert out["precision_strict"] == 0.0
+    assert out["recall_strict"] == 0.0
     assert out["PER_number"] == 1
+
+
+@pytest.mark.parametrize("empty", [[], [[]], [[], []]])
+def test_seqeval_empty_input_scores_zero_like_conlleval(empty):
+    # seqeval itself raises ZeroDivisionError (no tokens) or TypeError (no sentences) here.
+    out = compute_metric("seqeval", empty, empty)
+    assert out == {key: 0.0 for key in ("precision", "recall", "f1", "precision_strict", "recall_strict",
+                                        "f1_strict", "accuracy")}
 
 
 def test_seqeval_misaligned_or_non_iob2_tags_raise_nlpipe_error():

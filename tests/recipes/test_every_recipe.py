@@ -15,7 +15,8 @@ RECIPES = sorted(p.stem for p in (REPO / "recipes").glob("*.yaml"))
 
 # Small and quick, whatever the recipe's real sizes are.
 SHRINK = ["train.max_steps=3", "train.max_epochs=1", "data.max_train_examples=96", "data.max_eval_examples=12",
-          "train.batch_size=16", "eval.batch_size=16", "train.eval_every_steps=null", "eval.splits=[test]"]
+          "train.batch_size=16", "eval.batch_size=16", "train.eval_every_steps=null", "eval.splits=[test]",
+          "train.budget.tokens=null"]
 TINY_MODEL = {
     "rnn_tagger": ["model.hidden_size=16", "model.embedding_dim=16"],
     "bert": ["model.hidden_size=32", "model.num_hidden_layers=1", "model.num_attention_heads=2",
@@ -33,6 +34,12 @@ TINY_MODEL = {
 def test_recipe_runs_on_sample_data(name: str, tmp_path: Path) -> None:
     recipe = load_recipe(name)
     overrides = SHRINK + TINY_MODEL.get(recipe.model["type"], [])
+    if recipe.model.get("init_from"):  # e.g. runs/pretrain-bert: run that recipe first, tiny, and start from it
+        source = Path(recipe.model["init_from"]).name
+        source_model = load_recipe(source).model["type"]
+        run_recipe(source, SHRINK + TINY_MODEL.get(source_model, []), data="sample", output_dir=tmp_path / source,
+                   progress=False)
+        overrides = SHRINK + [f"model.init_from={tmp_path / source}"]
     if recipe.generate:
         overrides += [f"generate.{k}={v}" for k, v in (("max_new_tokens", 8), ("num_beams", 1))]
     result = run_recipe(name, overrides, data="sample", output_dir=tmp_path / name, progress=False)

@@ -16,11 +16,17 @@ from seqeval.metrics import accuracy_score, classification_report
 from seqeval.scheme import IOB2
 
 _DESCRIPTION = """\
-seqeval in strict IOB2 mode (``mode="strict", scheme=IOB2``), the CoNLL-style entity F1.
+Entity-level scores in two modes.
 
-Strict mode counts an entity only when it is well formed: it starts with ``B-<TYPE>`` and
-continues with ``I-<TYPE>``. An ``I-PER`` that opens a span is *not* an entity (seqeval's default
-mode would repair it into one), so a tagger is not rewarded for producing invalid sequences.
+Headline (``precision``, ``recall``, ``f1``, ``<TYPE>_*``): seqeval's default mode, which reads
+chunks with the rules of the CoNLL shared tasks' ``conlleval`` script. This is the F1 that the
+literature (Lample et al. 2016, Ma & Hovy 2016, ...) and Hugging Face's ``run_ner`` report: a
+stray ``I-PER`` opens a PER entity, a type change inside a span starts a new entity.
+
+Strict (``precision_strict``, ``recall_strict``, ``f1_strict``): seqeval with
+``mode="strict", scheme=IOB2``; a predicted span counts only when it is well formed (``B-<TYPE>``
+then ``I-<TYPE>``). Ill-formed spans are dropped, so strict F1 can be higher *or* lower than
+conlleval's and is not comparable with published numbers; it is kept as a diagnostic.
 """
 
 _KWARGS_DESCRIPTION = """\
@@ -32,11 +38,14 @@ Args:
 
 Returns:
     `dict[str, float]`, every value on a 0-100 scale except the counts:
-    - `precision`, `recall`, `f1`: micro-averaged over all entity types (strict IOB2).
+    - `precision`, `recall`, `f1`: micro-averaged over all entity types, conlleval chunk rules.
+    - `precision_strict`, `recall_strict`, `f1_strict`: the same in strict IOB2 mode.
     - `accuracy`: token-level tag accuracy.
     - `<TYPE>_precision`, `<TYPE>_recall`, `<TYPE>_f1`: the same for each entity type found in
       predictions or references; `<TYPE>_number`: the number of gold entities of that type
-      (a float count, not scaled).
+      (a float count, not scaled); conlleval chunk rules.
+    With no token at all (no sentences, or only empty ones) every score is 0, as conlleval
+    reports it.
 
 Example:
     >>> metric = evaluate.load("nlpipe/metrics/nlpipe_seqeval")
@@ -61,7 +70,7 @@ _AVERAGE_ROWS = ("micro avg", "macro avg", "weighted avg")
 
 
 class NlpipeSeqeval(evaluate.Metric):
-    """Strict-IOB2 seqeval; see the module docstring for the input and output contract."""
+    """conlleval-compatible seqeval plus strict-IOB2 scores; see the module docstring for the input and output contract."""
 
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
@@ -92,11 +101,19 @@ class NlpipeSeqeval(evaluate.Metric):
                         f"seqeval: sentence {i} has {side} tag {bad[0]!r}, which is not IOB2; "
                         "use 'O', 'B-<TYPE>' or 'I-<TYPE>' (convert IOB1/BIOES tags first)"
                     )
+        if not any(references):
+            # seqeval divides by the token count (ZeroDivisionError) or rejects an empty list.
+            # conlleval reports zeros when it has nothing to score; so do we.
+            return {key: 0.0 for key in ("precision", "recall", "f1", "precision_strict", "recall_strict",
+                                         "f1_strict", "accuracy")}
         with warnings.catch_warnings():
             # With no entity in either list seqeval's unused macro average is a mean of an empty
             # array; numpy warns about it while the micro scores we report are well defined.
             warnings.simplefilter("ignore", RuntimeWarning)
             report = classification_report(
+                y_true=references, y_pred=predictions, output_dict=True, zero_division=zero_division
+            )
+            strict = classification_report(
                 y_true=references,
                 y_pred=predictions,
                 mode="strict",
@@ -112,10 +129,11 @@ class NlpipeSeqeval(evaluate.Metric):
             scores[f"{entity_type}_recall"] = 100.0 * float(row["recall"])
             scores[f"{entity_type}_f1"] = 100.0 * float(row["f1-score"])
             scores[f"{entity_type}_number"] = float(row["support"])
-        # With no entity anywhere seqeval still reports a micro row of zeros; keep that.
-        micro = report.get("micro avg", {"precision": 0.0, "recall": 0.0, "f1-score": 0.0})
-        scores["precision"] = 100.0 * float(micro["precision"])
-        scores["recall"] = 100.0 * float(micro["recall"])
-        scores["f1"] = 100.0 * float(micro["f1-score"])
+        for suffix, rows in (("", report), ("_strict", strict)):
+            # With no entity anywhere seqeval still reports a micro row of zeros; keep that.
+            micro = rows.get("micro avg", {"precision": 0.0, "recall": 0.0, "f1-score": 0.0})
+            scores[f"precision{suffix}"] = 100.0 * float(micro["precision"])
+            scores[f"recall{suffix}"] = 100.0 * float(micro["recall"])
+            scores[f"f1{suffix}"] = 100.0 * float(micro["f1-score"])
         scores["accuracy"] = 100.0 * float(accuracy_score(y_true=references, y_pred=predictions))
         return scores
