@@ -37,20 +37,23 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, onn
           limits: ServeLimits | None = None, log_level: str = "info") -> None:
     """Serve a run folder's model over HTTP until interrupted (what ``nlpipe serve`` calls).
 
-    The model is loaded and the port bound before anything is printed as ready, so a bad folder or a
-    taken port fails at once with an `NlpipeError`.
+    The port is bound first and the model loaded before anything is printed as ready, so a taken port or
+    a bad folder fails at once with an `NlpipeError`.
     """
     import uvicorn
 
     limits = limits or ServeLimits()
-    predictor = load_predictor(run_dir, onnx=onnx, batch_size=limits.max_batch_size)
-    app = create_app(predictor, run_metadata(run_dir), limits)
     sock = bind_socket(host, port)
+    try:
+        predictor = load_predictor(run_dir, onnx=onnx, batch_size=limits.max_batch_size)
+        app = create_app(predictor, run_metadata(run_dir), limits)
+    except BaseException:
+        sock.close()
+        raise
     address = sock.getsockname()
     shown_host = f"[{address[0]}]" if ":" in address[0] else address[0]
     print(f"serving {run_dir} ({predictor.task}) at http://{shown_host}:{address[1]}  "
-          f"(page: /ui, API: POST /{TASK_ENDPOINTS[predictor.task]}, /health; Ctrl-C stops)",
-          flush=True)
+          f"(page: /ui, API: POST /{TASK_ENDPOINTS[predictor.task]}, /health; Ctrl-C stops)", flush=True)
     if address[0] not in ("127.0.0.1", "::1"):
         print("note: the server has no authentication; anyone who can reach this address can use the model",
               flush=True)
