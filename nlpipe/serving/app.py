@@ -124,7 +124,7 @@ def run_metadata(run_dir: str | Path) -> dict[str, Any]:
     """What ``GET /`` shows: the run's task, model, headline metrics and data source, from its model card files.
 
     Reads ``recipe.yaml``, ``metrics.json``, ``run_info.json`` and the YAML header of ``README.md`` (the Hub's
-    card metadata) when present; nothing else (no environment, no paths beyond the folder name).
+    card metadata) when present; nothing else (no environment, no local paths).
     """
     from ..model_card import HEADLINE, PIPELINE_TAGS
     from ..recipe import parse_recipe, read_yaml
@@ -146,7 +146,8 @@ def run_metadata(run_dir: str | Path) -> dict[str, Any]:
         "model": {"type": recipe.model.get("type"), "parameters": metrics.get("parameters")},
         "metrics": headline,
         "selection_metric": metrics.get("selection_metric"),
-        "data": {"dataset": recipe.data.dataset, **(info.get("data") or {})},
+        # where the data came from (sample, local files, the Hub), not the server's paths
+        "data": {"dataset": recipe.data.dataset, "source": (info.get("data") or {}).get("source")},
         "card": _card_header(run_dir / "README.md"),
     }
 
@@ -223,9 +224,11 @@ def create_app(predictor: Predictor, metadata: dict[str, Any] | None = None,
     @app.get("/", tags=["server"], response_model=None)
     async def root(request: Request) -> Any:
         """The model's metadata as JSON, or the web page for a browser (``Accept: text/html``)."""
+        # One URL, two representations: caches (the browser's own) must key on Accept.
+        headers = {"Vary": "Accept", "Cache-Control": "no-cache"}
         if "text/html" in request.headers.get("accept", ""):
-            return FileResponse(STATIC_DIR / "index.html")
-        return info
+            return FileResponse(STATIC_DIR / "index.html", headers=headers)
+        return JSONResponse(info, headers=headers)
 
     @app.get("/ui", tags=["server"], include_in_schema=False)
     async def page() -> FileResponse:

@@ -108,7 +108,7 @@ async function submit(event) {
 async function start() {
   document.getElementById("form").addEventListener("submit", submit);
   try {
-    const response = await fetch("/", { headers: { Accept: "application/json" } });
+    const response = await fetch("/", { headers: { Accept: "application/json" }, cache: "no-store" });
     const info = await response.json();
     endpoint = info.endpoint;
     const key = endpoint.slice(1);
