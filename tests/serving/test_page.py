@@ -33,8 +33,9 @@ def browser():
 
 
 def test_page_highlights_the_entities(browser, ner_server: ServerProcess, ner_run: Path, tmp_path: Path) -> None:
-    import nlpipe  # noqa: F401
     from transformers import pipeline
+
+    import nlpipe  # noqa: F401
 
     expected = pipeline("ner", model=str(ner_run), aggregation_strategy="simple")(SENTENCE)
     assert expected, "the tiny model should find an entity in the sentence"
@@ -73,3 +74,23 @@ def test_page_highlights_the_entities(browser, ner_server: ServerProcess, ner_ru
     page.wait_for_selector("#error", timeout=30_000)
     assert "limit 500" in page.text_content("#error")
     page.close()
+
+
+def test_page_shows_the_translation(browser, translation_run: Path, tmp_path: Path) -> None:
+    from transformers import pipeline
+
+    import nlpipe  # noqa: F401
+
+    source = "die Katze das Buch findet ."
+    expected = pipeline("translation", model=str(translation_run))(source)[0]["translation_text"]
+    with ServerProcess(translation_run, tmp_path / "server.log") as server:
+        page = browser.new_page()
+        page.goto(server.url + "/ui", timeout=30_000)
+        page.wait_for_function("document.getElementById('api-hint').textContent === 'POST /translation'",
+                               timeout=30_000)
+        assert page.text_content("#input-label") == "Text to translate"
+        page.fill("#input", source)
+        page.click("#submit")
+        page.wait_for_selector("#result .generated-text", state="attached", timeout=30_000)
+        assert page.text_content("#result .generated-text") == expected
+        page.close()
