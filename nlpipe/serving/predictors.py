@@ -78,8 +78,13 @@ class TorchPredictor:
         if self.task == "token-classification":
             from transformers import pipeline
 
-            # nlpipe registers its tagger pipeline (char features, CRF) for this task at import
-            self._ner = pipeline("ner", model=self.model, tokenizer=self.tokenizer, aggregation_strategy="simple")
+            # nlpipe registers its tagger pipeline (char features, CRF) for this task at import. A text longer
+            # than the model's window is tagged in overlapping windows (stride) instead of being cut off, so no
+            # entity past the first window is lost; shorter texts are tagged exactly as by pipeline("ner").
+            window = getattr(self.tokenizer, "model_max_length", None)
+            chunking = {"stride": max(1, min(64, window // 4))} if isinstance(window, int) and 8 <= window < 10**6 else {}
+            self._ner = pipeline("ner", model=self.model, tokenizer=self.tokenizer, aggregation_strategy="simple",
+                                 **chunking)
         else:
             from ..tasks import get_task
 
