@@ -302,7 +302,11 @@ def serve_cli(
     max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", help="Wait to group requests.", min=0)] = 5.0,
 ) -> None:
     """Serve a model over HTTP: a JSON API for its task, /health, metadata at /, and a web page at /ui."""
-    from .serving import ServeLimits, serve
+    try:
+        from .serving import ServeLimits, serve
+    except ImportError as exc:  # the `serve` extra is optional
+        raise NlpipeError(f"nlpipe serve needs {exc.name or 'FastAPI and uvicorn'}: "
+                          "pip install 'nlpipe[serve]'") from exc
 
     limits = ServeLimits(max_texts=max_texts, max_chars=max_chars, max_batch_size=max_batch_size,
                          max_wait_ms=max_wait_ms)

@@ -6,9 +6,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from server_process import ServerProcess
 
-from nlpipe.run import run_recipe
+pytest.importorskip("fastapi", reason="nlpipe serve needs the `serve` extra (pip install -e '.[test]')")
+pytest.importorskip("uvicorn", reason="nlpipe serve needs the `serve` extra (pip install -e '.[test]')")
+
+from server_process import ServerProcess  # noqa: E402
+
+from nlpipe.run import run_recipe  # noqa: E402
 
 TINY_NER = [
     "model.hidden_size=16", "model.embedding_dim=16", "model.char_hidden_size=8", "model.char_embedding_dim=8",
