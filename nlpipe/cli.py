@@ -296,10 +296,10 @@ def serve_cli(
     port: Annotated[int, typer.Option("--port", help="Port to listen on (0: any free port).")] = 8000,
     onnx: Annotated[bool, typer.Option("--onnx", help="Run the model with ONNX Runtime (needs nlpipe.export).")]
     = False,
-    max_texts: Annotated[int, typer.Option("--max-texts", help="Texts per request.", min=1)] = 64,
-    max_chars: Annotated[int, typer.Option("--max-chars", help="Characters per text.", min=1)] = 5_000,
-    max_batch_size: Annotated[int, typer.Option("--max-batch-size", help="Texts per model call.", min=1)] = 32,
-    max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", help="Wait to group requests.", min=0)] = 5.0,
+    max_texts: Annotated[int, typer.Option("--max-texts", help="Texts per request.")] = 64,
+    max_chars: Annotated[int, typer.Option("--max-chars", help="Characters per text.")] = 5_000,
+    max_batch_size: Annotated[int, typer.Option("--max-batch-size", help="Texts per model call.")] = 32,
+    max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", help="Wait to group requests.")] = 5.0,
 ) -> None:
     """Serve a model over HTTP: a JSON API for its task, /health, metadata at /, and a web page at /ui."""
     try:

@@ -58,6 +58,12 @@ class ServeLimits:
     max_wait_ms: float = 5.0
     max_queued: int = 1024
 
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if value < 0 or (value == 0 and name != "max_wait_ms"):
+                option = "--" + name.replace("_", "-")
+                raise NlpipeError(f"{option} {value}: must be {'0 or more' if name == 'max_wait_ms' else 'at least 1'}")
+
 
 def error_response(status: int, message: str) -> JSONResponse:
     """The one error shape: ``{"error": message}``."""

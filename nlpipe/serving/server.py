@@ -16,6 +16,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
     Raises:
         NlpipeError: the address cannot be used (port taken, unknown host, no permission).
     """
+    if not 0 <= port <= 65535:
+        raise NlpipeError(f"--port {port}: choose a port from 0 to 65535 (0: any free port)")
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
     except socket.gaierror as exc:

@@ -58,3 +58,11 @@ def test_ctrl_c_stops_the_server_cleanly(ner_run: Path, tmp_path: Path) -> None:
     assert "Application shutdown complete" in server.log() and "Traceback" not in server.log()
     with pytest.raises(OSError):  # nothing listens there any more
         socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--port", "70000"], ["--port 70000", "0 to 65535"]),
+    (["--max-texts", "0"], ["--max-texts 0", "at least 1"]),
+], ids=["port-out-of-range", "max-texts-zero"])
+def test_bad_option_values(tmp_path: Path, args: list[str], words: list[str]) -> None:
+    assert_one_line_error(serve_command(str(tmp_path), *args), *words)
