@@ -58,3 +58,19 @@ def test_onnx_is_not_available_without_nlpipe_export(ner_run: Path) -> None:
         pytest.skip("nlpipe.export exists: --onnx is tested with the exporter")
     with pytest.raises(NlpipeError, match="not available yet"):
         load_predictor(ner_run, onnx=True)
+
+
+def test_continuation_results_are_what_nlpipe_predict_prints(tmp_path: Path) -> None:
+    from nlpipe.run import run_recipe
+
+    overrides = ["train.max_steps=3", "data.max_train_examples=96", "data.max_eval_examples=12",
+                 "train.eval_every_steps=null", "eval.splits=[test]", "model.hidden_size=16", "model.embedding_dim=16",
+                 "generate.do_sample=false", "generate.max_new_tokens=6"]  # greedy: comparable answers
+    run_dir = run_recipe("generation-lstm", overrides, data="sample", output_dir=tmp_path / "lm", progress=False).run_dir
+    prompts = ["the company said", "a young teacher"]
+    results = TorchPredictor(run_dir).predict(prompts)
+    expected = predict(run_dir, prompts)
+    assert [r["generated_text"] for r in results] == [e["generated_text"] for e in expected]
+    for result, prompt in zip(results, prompts, strict=True):
+        assert result["text"] == prompt and result["generated_text"] == prompt + result["continuation"]
+        assert result["continuation"]
