@@ -130,6 +130,8 @@ async def read_texts_request(request: Request) -> TextsRequest:
         raise ServingError(400, "body: not UTF-8 text; send JSON encoded as UTF-8") from None
     except ValueError as exc:
         raise ServingError(400, f'body: not valid JSON ({exc}); send {{"texts": ["a sentence", ...]}}') from None
+    except RecursionError:
+        raise ServingError(400, 'body: JSON nested too deeply; send {"texts": ["a sentence", ...]}') from None
     try:
         return TextsRequest.model_validate(value)
     except ValidationError as exc:

@@ -164,6 +164,7 @@ BAD_REQUESTS = [
     ("empty body", b"", 400, "empty"),
     ("not JSON", b'{"texts": ["a"', 400, "not valid JSON"),
     ("not UTF-8", b'{"texts": ["\xff\xfe"]}', 400, "UTF-8"),
+    ("nested too deeply", b"[" * 200_000, 400, "nested too deeply"),
     ("a JSON array", b'["a", "b"]', 422, "JSON object"),
     ("a JSON string", b'"Peter met Paul"', 422, "JSON object"),
     ("null", b"null", 422, "JSON object"),
