@@ -95,6 +95,11 @@ def check_texts(texts: list[str], max_texts: int, max_chars: int) -> None:
         if len(text) > max_chars:
             raise ServingError(422, f"texts[{index}]: {len(text):,} characters is too long (limit {max_chars:,}); "
                                     "split it")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # JSON "\ud800" decodes to a lone surrogate the tokenizer cannot take
+            raise ServingError(422, f"texts[{index}]: character {exc.start} is an unpaired surrogate "
+                                    f"({text[exc.start]!r}); send valid Unicode") from None
 
 
 def validation_message(errors: list[Any]) -> str:

@@ -172,6 +172,7 @@ BAD_REQUESTS = [
     ("texts a string", b'{"texts": "Peter met Paul"}', 422, "body.texts"),
     ("a number among texts", b'{"texts": ["ok", 5]}', 422, "body.texts[1]"),
     ("a list among texts", b'{"texts": [["nested"]]}', 422, "body.texts[0]"),
+    ("unpaired surrogate", b'{"texts": ["ok", "Peter \\ud800 met"]}', 422, "texts[1]: character 6 is an unpaired"),
     ("no texts", b'{"texts": []}', 422, "empty"),
     ("blank text", b'{"texts": ["  "]}', 422, "texts[0]: empty text"),
     ("too many texts", json.dumps({"texts": ["Peter met Paul"] * 9}).encode(), 422, "limit 8"),
