@@ -207,7 +207,7 @@ def create_app(predictor: Predictor, metadata: dict[str, Any] | None = None,
             "backend": getattr(predictor, "backend", "pytorch"), "limits": asdict(limits)}
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):  # noqa: ANN202 - FastAPI's lifespan protocol
+    async def lifespan(app: FastAPI):  # FastAPI's lifespan protocol
         queue.start()
         yield
         await queue.stop()
