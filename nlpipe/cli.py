@@ -406,6 +406,30 @@ def runs_show_cli(
         typer.launch(str(curve))
 
 
+@app.command("serve")
+def serve_cli(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on (0: any free port).")] = 8000,
+    onnx: Annotated[bool, typer.Option("--onnx", help="Run the model with ONNX Runtime (needs nlpipe.export).")]
+    = False,
+    max_texts: Annotated[int, typer.Option("--max-texts", help="Texts per request.")] = 64,
+    max_chars: Annotated[int, typer.Option("--max-chars", help="Characters per text.")] = 5_000,
+    max_batch_size: Annotated[int, typer.Option("--max-batch-size", help="Texts per model call.")] = 32,
+    max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", help="Wait to group requests.")] = 5.0,
+) -> None:
+    """Serve a model over HTTP: a JSON API for its task, /health, metadata at /, and a web page at /ui."""
+    try:
+        from .serving import ServeLimits, serve
+    except ImportError as exc:  # the `serve` extra is optional
+        raise NlpipeError(f"nlpipe serve needs {exc.name or 'FastAPI and uvicorn'}: "
+                          "pip install 'nlpipe[serve]'") from exc
+
+    limits = ServeLimits(max_texts=max_texts, max_chars=max_chars, max_batch_size=max_batch_size,
+                         max_wait_ms=max_wait_ms)
+    serve(run_dir, host=host, port=port, onnx=onnx, limits=limits)
+
+
 def main() -> None:
     """Entry point of the console script: run the CLI, turning NlpipeError into one clean line.
 

@@ -51,6 +51,8 @@ def test_wheel_contains_data_folders(wheel: Path) -> None:
     assert {p.name for p in (REPO / "tokenizers").glob("*.yaml")} <= specs
     assert "nlpipe/metrics/nlpipe_seqeval/nlpipe_seqeval.py" in names
     assert "nlpipe/model_fields.json" in names  # `recipes validate` checks model keys against it
+    static = {f"nlpipe/serving/static/{p.name}" for p in (REPO / "nlpipe" / "serving" / "static").iterdir()}
+    assert static and static <= set(names), "the `nlpipe serve` page ships in the wheel"
     assert not any(n.startswith("tokenizers/") or n == "cli.py" for n in names), "no top-level tokenizers/ or cli"
 
 
