@@ -119,3 +119,35 @@ def test_full_disk_during_a_checkpoint_write_keeps_the_previous_one(
     assert not list(root.glob(".step-*")) and not (root / "step-00000004").exists()
     assert find_resumable(root) == (root / "step-00000002", [])
     assert json.loads((root / "step-00000002" / "trainer_state.json").read_text())["global_step"] == 2
+
+
+def _identity(**changes: object) -> dict:
+    from nlpipe.recipe import load_recipe
+
+    recipe = load_recipe("ner-bilstm", [f"{k}={v}" for k, v in changes.items() if "." in k]).to_dict()
+    return {"recipe": recipe, "data": {"source": "dir", "data_dir": "/data"},
+            "data_sha256": str(changes.get("sha", "aaaa1111bbbb2222"))}
+
+
+def test_resume_identity_names_what_differs(tmp_path: Path) -> None:
+    from nlpipe.training.checkpointing import check_resume_identity
+
+    step = _save(tmp_path / "run" / "checkpoints", 4)
+    state = json.loads((step / "trainer_state.json").read_text())
+    state["identity"] = _identity()
+    (step / "trainer_state.json").write_text(json.dumps(state))
+    manifest = json.loads((step / "manifest.json").read_text())
+    manifest["files"]["trainer_state.json"] = (step / "trainer_state.json").stat().st_size
+    (step / "manifest.json").write_text(json.dumps(manifest))
+
+    check_resume_identity(tmp_path / "run", _identity())  # the same: fine
+    described = _identity()
+    described["recipe"]["description"] = "another text"
+    check_resume_identity(tmp_path / "run", described)  # may change
+    check_resume_identity(tmp_path / "run", {**_identity(), "data": {"source": "dir", "data_dir": "/moved"}})
+    with pytest.raises(NlpipeError, match=r"cannot resume: the data differs from the data the run started with "
+                                          r"\(content hash aaaa1111bbbb -> cccc"):
+        check_resume_identity(tmp_path / "run", _identity(sha="cccc3333dddd4444"))
+    with pytest.raises(NlpipeError, match=r"cannot resume: recipe differs \(train.batch_size: 32 -> 8; "
+                                          r"train.seed: 42 -> 7\)"):
+        check_resume_identity(tmp_path / "run", _identity(**{"train.batch_size": 8, "train.seed": 7}))

@@ -159,7 +159,8 @@ def _wait_for_step(proc: subprocess.Popen, log: Path, step: int) -> None:
 
 
 @pytest.mark.parametrize(("signum", "exit_code", "name"), [(signal.SIGINT, 130, "Ctrl-C"),
-                                                           (signal.SIGTERM, 143, "SIGTERM")])
+                                                           (signal.SIGTERM, 143, "SIGTERM")],
+                         ids=["SIGINT", "SIGTERM"])
 def test_signal_mid_epoch_then_resume_equals_uninterrupted(
     tmp_path: Path, straight: Path, signum: int, exit_code: int, name: str
 ) -> None:
@@ -344,7 +345,7 @@ def killed_at_8(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (["train.learning_rate=0.02"], "recipe differs (train.learning_rate: 0.01 -> 0.02)"),
     (["RECIPE=ner-bilstm-crf"], "recipe differs (name: \"ner-bilstm\" -> \"ner-bilstm-crf\""),
     (["DATA"], "data source differs (the run used --data sample, this is --data-dir "),
-])
+], ids=["model-size", "learning-rate", "other-recipe", "data-source"])
 def test_resume_with_another_recipe_or_data_is_refused_before_writing(
     tmp_path: Path, killed_at_8: Path, change: list[str], expected: str
 ) -> None:
