@@ -1,0 +1,189 @@
+"""ONNX export (nlpipe/export): graphs vs PyTorch, the standalone runner vs pipeline()/generate(), int8, the CLI.
+
+Tolerances: float32 ONNX Runtime vs PyTorch logits within 1e-3 (measured ~1e-6: same math, other kernels);
+entities identical in group/word/start/end and scores within 1e-3; greedy tokens identical.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ort = pytest.importorskip("onnxruntime")
+
+from nlpipe.data.readers import read_conll  # noqa: E402
+from nlpipe.export import export_onnx  # noqa: E402
+from nlpipe.export.onnx_config import OnnxGraph  # noqa: E402
+from nlpipe.export.onnx_export import _export_graph, load_runner  # noqa: E402
+from nlpipe.export.recurrent import PaddedRnn  # noqa: E402
+from nlpipe.export.rnn_tagger import RnnTaggerOnnxConfig  # noqa: E402
+from nlpipe.models.rnn_tagger.configuration_rnn_tagger import RnnTaggerConfig  # noqa: E402
+from nlpipe.models.rnn_tagger.modeling_rnn_tagger import RnnForTokenClassification  # noqa: E402
+from nlpipe.run import run_recipe  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+CONLL_TEST = REPO.parent / "shared" / "data" / "conll2003" / "test.txt.gz"
+TINY_TAGGER = [
+    "model.hidden_size=16", "model.embedding_dim=16", "model.char_hidden_size=8", "model.char_embedding_dim=8",
+    "data.max_train_examples=300", "data.max_eval_examples=40", "train.max_steps=60", "train.learning_rate=0.02",
+]
+# Runs a script with torch, transformers and nlpipe made unimportable: the export must not need them.
+NO_TORCH = """
+import importlib.abc, json, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "transformers", "nlpipe", "accelerate", "datasets"):
+            raise ImportError(f"{name} is blocked: the ONNX export must run without it")
+        return None
+sys.meta_path.insert(0, Block())
+sys.path.insert(0, sys.argv[1])
+from onnx_runner import load
+model = load(sys.argv[1], threads=1)
+print(json.dumps(model(json.loads(sys.argv[2]))))
+assert "torch" not in sys.modules
+"""
+
+
+def real_sentences(count: int) -> list[str]:
+    """CoNLL-2003 test sentences when the shared data is there, else the built-in sample's."""
+    if CONLL_TEST.is_file():
+        return [" ".join(example["tokens"]) for example in read_conll(CONLL_TEST)[1 : count + 1]]
+    from nlpipe.data.samples import make_sample
+
+    return [" ".join(example["tokens"]) for example in make_sample("ner")["test"][:count]]
+
+
+def run_without_torch(export_dir: Path, inputs: list[str]) -> list:
+    out = subprocess.run([sys.executable, "-c", NO_TORCH, str(export_dir), json.dumps(inputs)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def onnx_outputs(graph: OnnxGraph, path: Path, inputs: dict[str, torch.Tensor]) -> list[np.ndarray]:
+    _export_graph(graph, path, 17)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    return session.run(None, {k: v.numpy() for k, v in inputs.items() if k in names})
+
+
+# -- the export-friendly recurrent layers -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell", [torch.nn.RNN, torch.nn.LSTM, torch.nn.GRU])
+@pytest.mark.parametrize(("layers", "bidirectional"), [(1, True), (2, True), (2, False)])
+def test_padded_rnn_equals_packing(cell: type, layers: int, bidirectional: bool) -> None:
+    torch.manual_seed(0)
+    rnn = cell(5, 4, num_layers=layers, bidirectional=bidirectional, batch_first=True).eval()
+    inputs, lengths = torch.randn(3, 6, 5), torch.tensor([6, 2, 4])
+    packed = torch.nn.utils.rnn.pack_padded_sequence(inputs, lengths, batch_first=True, enforce_sorted=False)
+    expected, _ = torch.nn.utils.rnn.pad_packed_sequence(rnn(packed)[0], batch_first=True, total_length=6)
+    with torch.no_grad():
+        got = PaddedRnn(rnn)(inputs, lengths)
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(("cell", "layers", "bidirectional", "char_encoder"), [
+    ("lstm", 1, True, "lstm"), ("gru", 2, True, "cnn"), ("rnn", 1, False, "none"), ("lstm", 2, False, "lstm"),
+])
+def test_tagger_graph_equals_pytorch_on_a_padded_batch(
+    tmp_path: Path, cell: str, layers: int, bidirectional: bool, char_encoder: str
+) -> None:
+    labels = {0: "O", 1: "B-PER", 2: "I-PER"}
+    torch.manual_seed(0)
+    model = RnnForTokenClassification(RnnTaggerConfig(
+        vocab_size=30, embedding_dim=8, hidden_size=8, cell=cell, num_layers=layers, bidirectional=bidirectional,
+        char_encoder=char_encoder, char_vocab=list("abcdef"), char_embedding_dim=4, char_hidden_size=4,
+        max_word_chars=6, use_crf=True, id2label=labels, label2id={v: k for k, v in labels.items()},
+    )).eval()
+    graph = RnnTaggerOnnxConfig(model, None, tmp_path, None).graphs()[0]
+    # Other batch and sequence sizes than the traced example: the axes are dynamic.
+    mask = torch.tensor([[1] * 7, [1] * 3 + [0] * 4, [1] * 5 + [0] * 2])
+    input_ids = torch.randint(1, 30, (3, 7)) * mask
+    char_ids = torch.randint(0, 8, (3, 7, 6)) * mask[..., None]
+    char_ids[..., 0] = torch.where(mask.bool(), char_ids[..., 0].clamp(min=2), 0)  # every real word has a char
+    inputs = {"input_ids": input_ids, "attention_mask": mask}
+    if char_encoder != "none":
+        inputs["char_ids"] = char_ids
+    (logits,) = onnx_outputs(graph, tmp_path / "model.onnx", inputs)
+    with torch.no_grad():
+        expected = model(**inputs).logits.numpy()
+    real = mask.bool().numpy()  # scores at padding are never read
+    assert np.abs(logits[real] - expected[real]).max() < 1e-4
+
+
+# -- a trained CRF tagger, end to end ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def crf_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("onnx-crf") / "run"
+    run_recipe("ner-bilstm-crf", TINY_TAGGER, data="sample", output_dir=run_dir, progress=False)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def crf_export(crf_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    texts = real_sentences(40) + ["Peter Blackburn of the U.S. met EU officials in Zürich on Monday ."]
+    out = tmp_path_factory.mktemp("onnx-crf-export") / "onnx"
+    result = export_onnx(crf_run, out, texts=texts)
+    assert result.parity is not None and result.parity.ok, result.parity.as_dict()
+    return out, texts
+
+
+def test_crf_tagger_export_gives_the_pipeline_entities(crf_run: Path, crf_export: tuple[Path, list[str]]) -> None:
+    from transformers import pipeline
+
+    out, texts = crf_export
+    expected = pipeline("ner", model=str(crf_run), aggregation_strategy="simple")(texts)
+    got = load_runner(out, threads=1)(texts)
+    assert sum(len(e) for e in expected) > 10, "the model predicts (almost) no entity: the test would be empty"
+    for want, have in zip(expected, got, strict=True):
+        assert [(e["entity_group"], e["word"], e["start"], e["end"]) for e in have] == [
+            (e["entity_group"], e["word"], e["start"], e["end"]) for e in want]
+        assert [e["score"] for e in have] == pytest.approx([float(e["score"]) for e in want], abs=1e-3)
+    report = json.loads((out / "parity.json").read_text())
+    assert report["ok"] and report["identical"] == len(texts) and report["max_abs_logit_diff"] < 1e-3
+
+
+def test_crf_tagger_export_runs_without_torch(crf_run: Path, crf_export: tuple[Path, list[str]]) -> None:
+    out, texts = crf_export
+    expected = load_runner(out, threads=1)(texts[:8])
+    got = run_without_torch(out, texts[:8])
+    assert any(got)
+    for want, have in zip(expected, got, strict=True):
+        assert [{**e, "score": 0} for e in have] == [{**e, "score": 0} for e in want]
+        assert [e["score"] for e in have] == pytest.approx([e["score"] for e in want], abs=1e-6)
+
+
+def test_int8_export_is_quantized_and_agrees_mostly(crf_run: Path, crf_export: tuple[Path, list[str]],
+                                                   tmp_path: Path) -> None:
+    import onnx
+
+    _, texts = crf_export
+    result = export_onnx(crf_run, tmp_path / "int8", quantize="int8", texts=texts)
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "int8" / "model.onnx")).graph.node}
+    assert ops & {"DynamicQuantizeLSTM", "MatMulInteger", "DynamicQuantizeLinear"}, ops
+    assert json.loads((tmp_path / "int8" / "onnx_config.json").read_text())["quantization"] == "int8"
+    # A tiny, barely trained model is the worst case for int8; the entities still mostly agree.
+    assert result.parity.identical >= 0.5 * len(texts)
+
+
+def test_cli_exports_and_refuses_to_overwrite(crf_run: Path, tmp_path: Path) -> None:
+    cli = [str(Path(sys.executable).with_name("nlpipe"))]
+    first = subprocess.run([*cli, "export", str(crf_run), "--format", "onnx", "--out", str(tmp_path / "o")],
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "24 identical" in first.stdout and (tmp_path / "o" / "model.onnx").is_file()
+    again = subprocess.run([*cli, "export", str(crf_run), "--format", "onnx", "--out", str(tmp_path / "o")],
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode != 0
+    assert again.stderr.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in again.stderr
+    bad = subprocess.run([*cli, "export", str(crf_run), "--format", "tflite"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "choose onnx" in bad.stderr
