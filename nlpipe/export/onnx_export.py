@@ -30,9 +30,12 @@ QUANTIZE_CHOICES = ("int8",)
 
 def family_configs() -> dict[str, type[OnnxFamilyConfig]]:
     """``model_type`` → export config class."""
+    from .rnn_lm import RnnLmOnnxConfig
+    from .rnn_seq2seq import RnnSeq2SeqOnnxConfig
     from .rnn_tagger import RnnTaggerOnnxConfig
 
-    return {"nlpipe_rnn_tagger": RnnTaggerOnnxConfig}
+    return {"nlpipe_rnn_tagger": RnnTaggerOnnxConfig, "nlpipe_rnn_seq2seq": RnnSeq2SeqOnnxConfig,
+            "nlpipe_rnn_lm": RnnLmOnnxConfig}
 
 
 @dataclass

@@ -229,6 +229,9 @@ def _ngram_banned(tokens: list[int], size: int) -> set[int]:
     return {tokens[i + size - 1] for i in range(len(tokens) - size + 1) if tuple(tokens[i : i + size - 1]) == prefix}
 
 
+MEMORY_NAMES = ("memory_keys", "memory_values", "attention_mask", "input_ids")  # batch on axis 0
+
+
 class OnnxSeq2Seq:
     """Translation / summarization: the encoder graph once, then one decoder-step graph call per token."""
 
@@ -259,8 +262,7 @@ class OnnxSeq2Seq:
     def step(self, tokens: np.ndarray, memory: dict[str, np.ndarray], state: dict[str, np.ndarray]):
         """One decoder step: (B,) previous tokens → (B, V) log-probabilities and the next state."""
         feeds = {"decoder_input_ids": tokens.reshape(-1, 1).astype(np.int64), **state}
-        feeds.update({k: memory[k] for k in ("encoder_hidden", "attention_mask", "input_ids")
-                      if k in self.decoder_inputs})
+        feeds.update({k: memory[k] for k in MEMORY_NAMES if k in self.decoder_inputs})
         outputs = self.decoder.run(["logits", *[f"next_{n}" for n in self.state_names]], feeds)
         logits = outputs[0].astype(np.float32)
         log_probs = logits - _logsumexp(logits, axis=-1)[:, None]
@@ -301,15 +303,16 @@ class OnnxSeq2Seq:
         return tokens[1:]
 
     def _beam(self, memory: dict, state: dict, max_new: int, beams: int) -> list[int]:
-        """Beam search as transformers runs it (length penalty on finished hypotheses; stops when no live
-        beam can beat the worst kept hypothesis unless ``early_stopping``)."""
+        """Beam search as transformers 5 runs it: each step keeps the top 2·beams continuations; an end token
+        among the top `beams` (or the last allowed step) finishes a hypothesis, scored sum(log p) / length **
+        length_penalty; the search stops when `beams` hypotheses are finished and either ``early_stopping`` is
+        set or no running beam can still beat the worst of them."""
         eos, start = int(self.config["eos_token_id"]), int(self.config["decoder_start_token_id"])
         length_penalty = float(self.generation.get("length_penalty", 1.0) or 1.0)
         early_stopping = bool(self.generation.get("early_stopping", False))
         min_new = int(self.generation.get("min_new_tokens") or 0)
         no_repeat = int(self.generation.get("no_repeat_ngram_size") or 0)
-        memory = {k: np.repeat(v, beams, axis=0) for k, v in memory.items() if k in
-                  ("encoder_hidden", "attention_mask", "input_ids")}
+        memory = {k: np.repeat(v, beams, axis=0) for k, v in memory.items() if k in MEMORY_NAMES}
         state = {k: np.repeat(v, beams, axis=self._batch_axis(v)) for k, v in state.items()}
         sequences = [[start] for _ in range(beams)]
         beam_scores = np.full(beams, -1e9, dtype=np.float64)
@@ -327,14 +330,16 @@ class OnnxSeq2Seq:
             vocab = log_probs.shape[1]
             order = np.argsort(-total, kind="stable")[: 2 * beams]
             next_sequences, next_scores, origins = [], [], []
+            last = step == max_new - 1
             for rank, flat in enumerate(order):
                 origin, token = divmod(int(flat), vocab)
                 score = float(total[flat])
-                if token == eos:
-                    # an end among the top `beams` candidates finishes a hypothesis; later ones are dropped
+                if token == eos or last:
+                    # Among the top `beams` candidates, an end (or reaching max_new_tokens) finishes a hypothesis;
+                    # the other candidates are only spares for the running beams.
                     if rank < beams:
-                        length = len(sequences[origin])  # generated tokens incl. the eos, as transformers counts
-                        finished.append((score / (length ** length_penalty), sequences[origin][1:] + [eos]))
+                        length = len(sequences[origin])  # generated tokens incl. this one, as transformers counts
+                        finished.append((score / (length ** length_penalty), sequences[origin][1:] + [token]))
                     continue
                 next_sequences.append(sequences[origin] + [token])
                 next_scores.append(score)
@@ -343,6 +348,8 @@ class OnnxSeq2Seq:
                     break
             finished.sort(key=lambda item: -item[0])
             finished = finished[:beams]
+            if last:
+                break
             sequences, beam_scores = next_sequences, np.asarray(next_scores)
             state = {k: np.take(v, origins, axis=self._batch_axis(v)) for k, v in state.items()}
             if len(finished) == beams:
@@ -351,10 +358,7 @@ class OnnxSeq2Seq:
                 best_possible = beam_scores.max() / ((len(sequences[0]) - 1) ** length_penalty)
                 if finished[-1][0] >= best_possible:
                     break
-        for score, sequence in zip(beam_scores, sequences, strict=True):
-            finished.append((float(score) / ((len(sequence) - 1) ** length_penalty), sequence[1:]))
-        finished.sort(key=lambda item: -item[0])
-        return finished[0][1]
+        return max(finished, key=lambda item: item[0])[1]
 
     def _batch_axis(self, value: np.ndarray) -> int:
         return 1 if value.ndim == 3 else 0  # RNN states are (layers, B, H); the input-feeding vector (B, D)
@@ -384,9 +388,14 @@ class OnnxCausalLM:
                                    {"input_ids": input_ids.astype(np.int64), **state})
         return outputs[0], dict(zip(self.state_names, outputs[1:], strict=True))
 
-    def generate_ids(self, prompt: str, max_new_tokens: int | None = None) -> list[int]:
-        """Greedy continuation ids of one prompt (prompt ids included, as `generate()` returns them)."""
+    def generate_ids(self, prompt: str, max_new_tokens: int | None = None, do_sample: bool = False,
+                     seed: int | None = None) -> list[int]:
+        """Continuation ids of one prompt (prompt ids included, as `generate()` returns them): greedy, or with
+        ``do_sample`` drawn from the top ``top_k`` tokens at ``temperature`` (the run's generation settings)."""
         max_new = int(max_new_tokens or self.generation.get("max_new_tokens") or 40)
+        rng = np.random.default_rng(seed)
+        top_k = int(self.generation.get("top_k") or 0)
+        temperature = float(self.generation.get("temperature") or 1.0)
         eos = self.config.get("eos_token_id")
         ids = self.tokenizer.encode(prompt).ids
         layers, hidden = self.state_shape
@@ -394,7 +403,14 @@ class OnnxCausalLM:
         logits, state = self.step(np.asarray([ids]), state)
         tokens = list(ids)
         for _ in range(max_new):
-            token = int(logits[0, -1].argmax())
+            scores = logits[0, -1].astype(np.float64)
+            if do_sample:
+                scores = scores / temperature
+                if 0 < top_k < len(scores):
+                    scores[scores < np.partition(scores, -top_k)[-top_k]] = -np.inf
+                token = int(rng.choice(len(scores), p=_softmax(scores)))
+            else:
+                token = int(scores.argmax())
             tokens.append(token)
             if eos is not None and token == int(eos):
                 break

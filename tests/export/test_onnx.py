@@ -187,3 +187,72 @@ def test_cli_exports_and_refuses_to_overwrite(crf_run: Path, tmp_path: Path) -> 
     assert again.stderr.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in again.stderr
     bad = subprocess.run([*cli, "export", str(crf_run), "--format", "tflite"], capture_output=True, text=True)
     assert bad.returncode != 0 and "choose onnx" in bad.stderr
+
+
+# -- recurrent seq2seq and LM -------------------------------------------------------------------------
+
+MULTI30K_DE = REPO.parent / "shared" / "data" / "multi30k" / "test_2016_flickr.de.gz"
+PTB_TEST = REPO.parent / "shared" / "data" / "ptb" / "ptb.test.txt.gz"
+TINY_GENERATION = ["model.hidden_size=32", "model.embedding_dim=16", "data.max_train_examples=200",
+                   "data.max_eval_examples=8", "train.max_steps=25", "train.learning_rate=0.01",
+                   "eval.splits=[test]", "train.eval_every_steps=null"]
+SEQ2SEQ_CASES = {  # recipe → extra overrides; together: no attention, additive (soft/hard), general + input
+    "translation-gru": [],  # feeding (LSTM), multi-head with two layers, and the copy mechanism
+    "translation-gru-hard": [],
+    "translation-lstm-luong": [],
+    "translation-gru-multihead": ["model.attention_heads=4", "model.encoder_layers=2", "model.decoder_layers=2"],
+    "summarization-lstm-attn": [],
+}
+
+
+def first_lines(path: Path, count: int, words: int | None = None) -> list[str]:
+    import gzip
+
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        lines = [line.strip() for line, _ in zip(handle, range(count * 3), strict=False) if line.strip()]
+    return [" ".join(line.split()[:words]) if words else line for line in lines[:count]]
+
+
+def source_texts(recipe: str, count: int) -> list[str]:
+    """Real German sources (Multi30k test) for translation when present, else the sample's sources."""
+    if recipe.startswith("translation") and MULTI30K_DE.is_file():
+        return first_lines(MULTI30K_DE, count)
+    from nlpipe.data.samples import make_sample
+
+    kind = "summarization" if recipe.startswith("summarization") else "translation"
+    return [example["source"] for example in make_sample(kind)["test"][:count]]
+
+
+@pytest.mark.parametrize("recipe", list(SEQ2SEQ_CASES))
+def test_seq2seq_export_gives_generate_tokens_greedy_and_beam(recipe: str, tmp_path: Path) -> None:
+    run = run_recipe(recipe, TINY_GENERATION + SEQ2SEQ_CASES[recipe] + ["generate.max_new_tokens=12"],
+                     data="sample", output_dir=tmp_path / "run", progress=False).run_dir
+    texts = source_texts(recipe, 10)
+    result = export_onnx(run, tmp_path / "onnx", texts=texts)
+    assert result.parity.ok, result.parity.as_dict()  # greedy tokens identical, log-probs within 1e-3
+    assert {"encoder.onnx", "decoder_step.onnx"} <= set(result.files)
+    runner = load_runner(tmp_path / "onnx", threads=1)
+    # Beam search (the recipe's width and length penalty) in numpy equals generate()'s.
+    from nlpipe.run import load_run
+
+    _, _, model, tokenizer = load_run(run)
+    beams = max(2, model.generation_config.num_beams or 1)
+    for text in texts[:4]:
+        with torch.no_grad():
+            expected = model.generate(**tokenizer([text], return_tensors="pt"), num_beams=beams)[0].tolist()[1:]
+        while expected and expected[-1] == model.config.pad_token_id:
+            expected.pop()
+        assert runner.generate_ids([text], num_beams=beams)[0] == expected
+    # The folder runs without torch and decodes the same texts.
+    assert run_without_torch(tmp_path / "onnx", texts[:3]) == runner(texts[:3])
+
+
+def test_rnn_lm_export_continues_prompts_like_generate(tmp_path: Path) -> None:
+    run = run_recipe("generation-lstm", TINY_GENERATION + ["model.num_layers=2"], data="sample",
+                     output_dir=tmp_path / "run", progress=False).run_dir
+    prompts = first_lines(PTB_TEST, 8, words=4) if PTB_TEST.is_file() else None
+    result = export_onnx(run, tmp_path / "onnx", texts=prompts)
+    assert result.parity.ok, result.parity.as_dict()  # greedy ids identical, logits within 1e-3
+    runner = load_runner(tmp_path / "onnx", threads=1)
+    texts = ["the company said", "in the morning"]
+    assert run_without_torch(tmp_path / "onnx", texts) == runner(texts)
