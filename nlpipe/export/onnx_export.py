@@ -33,9 +33,11 @@ def family_configs() -> dict[str, type[OnnxFamilyConfig]]:
     from .rnn_lm import RnnLmOnnxConfig
     from .rnn_seq2seq import RnnSeq2SeqOnnxConfig
     from .rnn_tagger import RnnTaggerOnnxConfig
+    from .transformer_models import BertTokenClassificationOnnxConfig, Gpt2OnnxConfig, MarianOnnxConfig
 
     return {"nlpipe_rnn_tagger": RnnTaggerOnnxConfig, "nlpipe_rnn_seq2seq": RnnSeq2SeqOnnxConfig,
-            "nlpipe_rnn_lm": RnnLmOnnxConfig}
+            "nlpipe_rnn_lm": RnnLmOnnxConfig, "bert": BertTokenClassificationOnnxConfig, "gpt2": Gpt2OnnxConfig,
+            "marian": MarianOnnxConfig}
 
 
 @dataclass

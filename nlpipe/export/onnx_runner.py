@@ -192,6 +192,15 @@ class OnnxTagger:
                 results.append(self._entities(text, encoding, logits[row, : len(encoding.ids)]))
         return results[0] if single else results
 
+    def _join_tokens(self, text: str, group: list[dict]) -> str:
+        """A group's word as the standard pipeline writes it: its tokens through the tokenizer's decoder, an
+        unknown token replaced by the text it covers."""
+        unk = self.config.get("unk_token_id")
+        tokens = [text[t["start"]:t["end"]] if unk is not None and self.tokenizer.token_to_id(t["token"]) == unk
+                  else t["token"] for t in group]
+        decoder = self.tokenizer.decoder
+        return decoder.decode(tokens) if decoder is not None else " ".join(tokens)
+
     def _entities(self, text: str, encoding: Any, logits: np.ndarray) -> list[dict]:
         scores = _softmax(logits.astype(np.float32)) if self.crf is None else self.crf.token_scores(logits)
         tokens = []
@@ -214,8 +223,7 @@ class OnnxTagger:
             if label == "O" or group[0]["entity"] == "O":
                 continue
             start, end = group[0]["start"], group[-1]["end"]
-            word = text[start:end] if self.words_from_text else self.tokenizer.decode(
-                [self.tokenizer.token_to_id(t["token"]) for t in group])
+            word = text[start:end] if self.words_from_text else self._join_tokens(text, group)
             entities.append({"entity_group": label, "score": float(np.mean([t["score"] for t in group])),
                              "word": word, "start": start, "end": end})
         return entities
@@ -240,6 +248,8 @@ class OnnxSeq2Seq:
         self.encoder = _session(folder / config["graphs"]["encoder"], threads)
         self.decoder = _session(folder / config["graphs"]["decoder_step"], threads)
         self.state_names = list(config["state_names"])
+        self.state_shapes = dict(config["state_shapes"])  # "batch" marks the batch axis (beams are reordered on it)
+        self.memory_names = list(config.get("memory_names", MEMORY_NAMES))  # batch on axis 0
         self.decoder_inputs = {i.name for i in self.decoder.get_inputs()}
         self.tokenizer = _tokenizer(folder)
         self.generation = dict(config.get("generation", {}))
@@ -259,10 +269,18 @@ class OnnxSeq2Seq:
         outputs["input_ids"], outputs["attention_mask"] = input_ids, mask
         return outputs
 
+    def initial_state(self, memory: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The decoder state before the first token: from the encoder graph (RNN: tanh(W·final encoder state)),
+        or empty self-attention caches (Transformer)."""
+        batch = len(memory["attention_mask"])
+        return {name: memory[f"initial_{name}"] if f"initial_{name}" in memory else
+                np.zeros([batch if d == "batch" else int(d) for d in self.state_shapes[name]], np.float32)
+                for name in self.state_names}
+
     def step(self, tokens: np.ndarray, memory: dict[str, np.ndarray], state: dict[str, np.ndarray]):
         """One decoder step: (B,) previous tokens → (B, V) log-probabilities and the next state."""
         feeds = {"decoder_input_ids": tokens.reshape(-1, 1).astype(np.int64), **state}
-        feeds.update({k: memory[k] for k in MEMORY_NAMES if k in self.decoder_inputs})
+        feeds.update({k: memory[k] for k in self.memory_names if k in self.decoder_inputs})
         outputs = self.decoder.run(["logits", *[f"next_{n}" for n in self.state_names]], feeds)
         logits = outputs[0].astype(np.float32)
         log_probs = logits - _logsumexp(logits, axis=-1)[:, None]
@@ -277,25 +295,33 @@ class OnnxSeq2Seq:
         results = []
         for text in texts:
             memory = self.encode([text])
-            state = {name: memory[f"initial_{name}"] for name in self.state_names}
+            state = self.initial_state(memory)
             if num_beams == 1:
                 results.append(self._greedy(memory, state, max_new))
             else:
                 results.append(self._beam(memory, state, max_new, num_beams))
         return results
 
+    def _restrict(self, log_probs: np.ndarray, generated: int, max_new: int) -> np.ndarray:
+        """``min_new_tokens`` (no end before it) and ``forced_eos_token_id`` (the end at the last allowed step)."""
+        eos = int(self.config["eos_token_id"])
+        if generated < int(self.generation.get("min_new_tokens") or 0):
+            log_probs[:, eos] = -np.inf
+        forced = self.generation.get("forced_eos_token_id")
+        if forced is not None and generated == max_new - 1:
+            log_probs[:] = -np.inf
+            log_probs[:, int(forced)] = 0.0  # as transformers' ForcedEOSTokenLogitsProcessor
+        return log_probs
+
     def _greedy(self, memory: dict, state: dict, max_new: int) -> list[int]:
         eos, start = int(self.config["eos_token_id"]), int(self.config["decoder_start_token_id"])
-        min_new = int(self.generation.get("min_new_tokens") or 0)
         no_repeat = int(self.generation.get("no_repeat_ngram_size") or 0)
         tokens = [start]
         while len(tokens) - 1 < max_new:
             log_probs, state = self.step(np.asarray([tokens[-1]]), memory, state)
-            scores = log_probs[0]
-            if len(tokens) - 1 < min_new:
-                scores[eos] = -np.inf
             for banned in _ngram_banned(tokens, no_repeat):
-                scores[banned] = -np.inf
+                log_probs[0, banned] = -np.inf
+            scores = self._restrict(log_probs, len(tokens) - 1, max_new)[0]
             token = int(scores.argmax())
             tokens.append(token)
             if token == eos:
@@ -310,10 +336,10 @@ class OnnxSeq2Seq:
         eos, start = int(self.config["eos_token_id"]), int(self.config["decoder_start_token_id"])
         length_penalty = float(self.generation.get("length_penalty", 1.0) or 1.0)
         early_stopping = bool(self.generation.get("early_stopping", False))
-        min_new = int(self.generation.get("min_new_tokens") or 0)
         no_repeat = int(self.generation.get("no_repeat_ngram_size") or 0)
-        memory = {k: np.repeat(v, beams, axis=0) for k, v in memory.items() if k in MEMORY_NAMES}
-        state = {k: np.repeat(v, beams, axis=self._batch_axis(v)) for k, v in state.items()}
+        memory = {k: np.repeat(v, beams, axis=0) for k, v in memory.items() if k in self.memory_names}
+        axis = {name: self.state_shapes[name].index("batch") for name in self.state_names}
+        state = {k: np.repeat(v, beams, axis=axis[k]) for k, v in state.items()}
         sequences = [[start] for _ in range(beams)]
         beam_scores = np.full(beams, -1e9, dtype=np.float64)
         beam_scores[0] = 0.0  # all beams start identical: only the first one may expand at step 1
@@ -321,11 +347,10 @@ class OnnxSeq2Seq:
         for step in range(max_new):
             log_probs, state = self.step(np.asarray([s[-1] for s in sequences]), memory, state)
             log_probs = log_probs.astype(np.float64)
-            if step < min_new:
-                log_probs[:, eos] = -np.inf
             for row, sequence in enumerate(sequences):
                 for banned in _ngram_banned(sequence, no_repeat):
                     log_probs[row, banned] = -np.inf
+            log_probs = self._restrict(log_probs, step, max_new)
             total = (beam_scores[:, None] + log_probs).reshape(-1)  # (beams * V,)
             vocab = log_probs.shape[1]
             order = np.argsort(-total, kind="stable")[: 2 * beams]
@@ -351,7 +376,7 @@ class OnnxSeq2Seq:
             if last:
                 break
             sequences, beam_scores = next_sequences, np.asarray(next_scores)
-            state = {k: np.take(v, origins, axis=self._batch_axis(v)) for k, v in state.items()}
+            state = {k: np.take(v, origins, axis=axis[k]) for k, v in state.items()}
             if len(finished) == beams:
                 if early_stopping:
                     break
@@ -360,8 +385,6 @@ class OnnxSeq2Seq:
                     break
         return max(finished, key=lambda item: item[0])[1]
 
-    def _batch_axis(self, value: np.ndarray) -> int:
-        return 1 if value.ndim == 3 else 0  # RNN states are (layers, B, H); the input-feeding vector (B, D)
 
     def __call__(self, texts: str | list[str], **kwargs: Any) -> list[str] | str:
         """Generated text per input text (special tokens removed), like the ``translation`` pipeline."""
@@ -378,9 +401,16 @@ class OnnxCausalLM:
         self.config = config
         self.session = _session(folder / config["graphs"]["model"], threads)
         self.state_names = list(config["state_names"])
-        self.state_shape = list(config["state_shape"])  # (layers, H); batch goes in between
+        # Per state tensor its starting shape, "batch" standing for the batch size: an RNN's (layers, batch, H)
+        # zeros, or a Transformer's empty (batch, heads, 0, head_dim) key/value caches.
+        self.state_shapes = dict(config["state_shapes"])
         self.tokenizer = _tokenizer(folder)
         self.generation = dict(config.get("generation", {}))
+
+    def initial_state(self, batch: int = 1) -> dict[str, np.ndarray]:
+        """The state before the first token."""
+        return {name: np.zeros([batch if d == "batch" else int(d) for d in self.state_shapes[name]], np.float32)
+                for name in self.state_names}
 
     def step(self, input_ids: np.ndarray, state: dict[str, np.ndarray]):
         """Logits (B, T, V) for `input_ids` (B, T) read from `state`, and the state after them."""
@@ -398,9 +428,7 @@ class OnnxCausalLM:
         temperature = float(self.generation.get("temperature") or 1.0)
         eos = self.config.get("eos_token_id")
         ids = self.tokenizer.encode(prompt).ids
-        layers, hidden = self.state_shape
-        state = {n: np.zeros((layers, 1, hidden), dtype=np.float32) for n in self.state_names}
-        logits, state = self.step(np.asarray([ids]), state)
+        logits, state = self.step(np.asarray([ids]), self.initial_state())
         tokens = list(ids)
         for _ in range(max_new):
             scores = logits[0, -1].astype(np.float64)

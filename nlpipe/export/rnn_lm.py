@@ -59,7 +59,7 @@ class RnnLmOnnxConfig(OnnxFamilyConfig):
         return {
             "graphs": {"model": "model.onnx"},
             "state_names": self._state_names(),
-            "state_shape": [config.num_layers, config.hidden_size],
+            "state_shapes": {n: [config.num_layers, "batch", config.hidden_size] for n in self._state_names()},
             "eos_token_id": generation.eos_token_id if generation.eos_token_id is not None else config.eos_token_id,
             "generation": settings,
         }

@@ -22,7 +22,7 @@ from .onnx_config import OnnxFamilyConfig, OnnxGraph, ParityReport
 from .recurrent import PaddedRnn
 
 GENERATION_KEYS = ("num_beams", "max_new_tokens", "min_new_tokens", "no_repeat_ngram_size", "length_penalty",
-                   "early_stopping")
+                   "early_stopping", "forced_eos_token_id")
 
 
 def state_names(config: Any) -> list[str]:
@@ -129,10 +129,13 @@ class RnnSeq2SeqOnnxConfig(OnnxFamilyConfig):
         return {
             "graphs": {"encoder": "encoder.onnx", "decoder_step": "decoder_step.onnx"},
             "state_names": state_names(config),
+            "state_shapes": {"hidden": [config.decoder_layers, "batch", config.hidden_size],
+                             "cell": [config.decoder_layers, "batch", config.hidden_size],
+                             "feed": ["batch", self.model.decoder.output_dim]},
             "pad_token_id": config.pad_token_id or 0,
             "eos_token_id": generation.eos_token_id if generation.eos_token_id is not None else config.eos_token_id,
             "decoder_start_token_id": config.decoder_start_token_id,
-            "generation": {k: getattr(generation, k) for k in GENERATION_KEYS if getattr(generation, k, None) is not None},
+            "generation": generation_settings(self.model),
         }
 
     def default_texts(self) -> list[str]:
@@ -144,6 +147,12 @@ class RnnSeq2SeqOnnxConfig(OnnxFamilyConfig):
     def check_parity(self, runner: Any, texts: list[str]) -> ParityReport:
         """Greedy tokens of `generate()` vs the runner's, and the log-probabilities along that path."""
         return check_generation_parity(self, runner, texts, seq2seq=True)
+
+
+def generation_settings(model: Any) -> dict[str, Any]:
+    """The run's decoding settings the runner applies (`GENERATION_KEYS` that are set)."""
+    generation = model.generation_config
+    return {k: getattr(generation, k) for k in GENERATION_KEYS if getattr(generation, k, None) is not None}
 
 
 def check_generation_parity(config: OnnxFamilyConfig, runner: Any, texts: list[str], seq2seq: bool) -> ParityReport:
@@ -184,7 +193,7 @@ def _path_log_prob_diff(config, runner, text, inputs, tokens, seq2seq, np) -> fl
             logits = model(**inputs, decoder_input_ids=torch.tensor([path])).logits[0].float()
         expected = logits.log_softmax(-1).numpy()
         memory = runner.encode([text])
-        state = {name: memory[f"initial_{name}"] for name in runner.state_names}
+        state = runner.initial_state(memory)
         got = []
         for token in path:
             log_probs, state = runner.step(np.asarray([token]), memory, state)
@@ -192,8 +201,7 @@ def _path_log_prob_diff(config, runner, text, inputs, tokens, seq2seq, np) -> fl
         return float(np.abs(np.stack(got) - expected).max())
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([tokens])).logits[0].float().numpy()
-    layers, hidden = runner.state_shape
-    state = {n: np.zeros((layers, 1, hidden), dtype=np.float32) for n in runner.state_names}
+    state = runner.initial_state()
     split = len(inputs["input_ids"][0])
     first, state = runner.step(np.asarray([tokens[:split]]), state)
     rest = [first[0]]

@@ -256,3 +256,54 @@ def test_rnn_lm_export_continues_prompts_like_generate(tmp_path: Path) -> None:
     runner = load_runner(tmp_path / "onnx", threads=1)
     texts = ["the company said", "in the morning"]
     assert run_without_torch(tmp_path / "onnx", texts) == runner(texts)
+
+
+# -- the Transformer recipes' models (transformers' BERT, Marian, GPT-2) ------------------------------
+
+TINY_BERT = ["model.hidden_size=32", "model.num_hidden_layers=2", "model.num_attention_heads=2",
+             "model.intermediate_size=64", "train.max_steps=40", "train.warmup_steps=1", "train.learning_rate=0.003",
+             "data.max_train_examples=300", "data.max_eval_examples=20", "tokenizer.vocab_size=400"]
+TINY_TRANSFORMER_GENERATION = ["eval.splits=[test]", "train.eval_every_steps=null", "data.max_train_examples=200",
+                               "data.max_eval_examples=8", "train.max_steps=25"]
+
+
+def test_bert_token_classification_export_gives_the_pipeline_entities(tmp_path: Path) -> None:
+    run = run_recipe("ner-bert", TINY_BERT, data="sample", output_dir=tmp_path / "run", progress=False).run_dir
+    texts = real_sentences(30)
+    result = export_onnx(run, tmp_path / "onnx", texts=texts)
+    assert result.parity.ok, result.parity.as_dict()  # entities (sub-word groups too) identical, logits 1e-3
+    got = run_without_torch(tmp_path / "onnx", texts[:5])
+    assert got == load_runner(tmp_path / "onnx", threads=1)(texts[:5]) and any(got)
+
+
+def test_marian_export_with_kv_cache_gives_generate_tokens(tmp_path: Path) -> None:
+    overrides = TINY_TRANSFORMER_GENERATION + [
+        "model.d_model=32", "model.encoder_layers=2", "model.decoder_layers=2", "model.encoder_attention_heads=2",
+        "model.decoder_attention_heads=2", "model.encoder_ffn_dim=64", "model.decoder_ffn_dim=64",
+        "generate.max_new_tokens=10"]
+    run = run_recipe("translation-transformer", overrides, data="sample", output_dir=tmp_path / "run",
+                     progress=False).run_dir
+    texts = source_texts("translation-transformer", 8)
+    result = export_onnx(run, tmp_path / "onnx", texts=texts)
+    assert result.parity.ok, result.parity.as_dict()
+    from nlpipe.run import load_run
+
+    _, _, model, tokenizer = load_run(run)
+    runner = load_runner(tmp_path / "onnx", threads=1)
+    for text in texts[:3]:  # beam search (the recipe's 5 beams, forced end at max length) too
+        with torch.no_grad():
+            expected = model.generate(**tokenizer([text], return_tensors="pt"))[0].tolist()[1:]
+        while expected and expected[-1] == model.config.pad_token_id:
+            expected.pop()
+        assert runner.generate_ids([text])[0] == expected
+    assert run_without_torch(tmp_path / "onnx", texts[:2]) == runner(texts[:2])
+
+
+def test_gpt2_export_with_kv_cache_continues_like_generate(tmp_path: Path) -> None:
+    overrides = TINY_TRANSFORMER_GENERATION + ["model.n_embd=32", "model.n_layer=2", "model.n_head=2"]
+    run = run_recipe("generation-gpt", overrides, data="sample", output_dir=tmp_path / "run", progress=False).run_dir
+    prompts = first_lines(PTB_TEST, 6, words=4) if PTB_TEST.is_file() else None
+    result = export_onnx(run, tmp_path / "onnx", texts=prompts)
+    assert result.parity.ok, result.parity.as_dict()
+    texts = ["the company said", "in the morning"]
+    assert run_without_torch(tmp_path / "onnx", texts) == load_runner(tmp_path / "onnx", threads=1)(texts)
