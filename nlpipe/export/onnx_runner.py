@@ -160,20 +160,22 @@ class OnnxTagger:
         input_ids = np.full((len(texts), width), pad, dtype=np.int64)
         attention_mask = np.zeros((len(texts), width), dtype=np.int64)
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if self.char_to_id is not None:
-            char_ids = np.zeros((len(texts), width, self.max_word_chars), dtype=np.int64)
-            feeds["char_ids"] = char_ids
+        rows = []
         for row, (text, encoding) in enumerate(zip(texts, encodings, strict=True)):
             n = len(encoding.ids)
             input_ids[row, :n] = encoding.ids
             attention_mask[row, :n] = 1
             if self.char_to_id is not None:
-                for position, ((start, end), special) in enumerate(
-                    zip(encoding.offsets, encoding.special_tokens_mask, strict=True)
-                ):
-                    if not special:
-                        chars = self._char_row(text[start:end])
-                        char_ids[row, position, : len(chars)] = chars
+                rows.extend((row, position, self._char_row(text[start:end])) for position, ((start, end), special)
+                            in enumerate(zip(encoding.offsets, encoding.special_tokens_mask, strict=True))
+                            if not special)
+        if self.char_to_id is not None:
+            # Only as wide as the batch's longest word: the graph's char axis is dynamic, padding costs LSTM steps.
+            char_width = max((len(chars) for _, _, chars in rows), default=1)
+            char_ids = np.zeros((len(texts), width, char_width), dtype=np.int64)
+            for row, position, chars in rows:
+                char_ids[row, position, : len(chars)] = chars
+            feeds["char_ids"] = char_ids
         self.last_char_ids = feeds.get("char_ids")  # kept for the exporter's parity check
         if "token_type_ids" in self.input_names:
             feeds["token_type_ids"] = np.zeros_like(input_ids)
@@ -184,12 +186,15 @@ class OnnxTagger:
         """Entities of one text (a list of dicts) or of each text of a list (a list of lists)."""
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
-        results = []
+        # Batches of similar lengths (restored to the input order below): less padding to run through the RNNs.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        results: list = [None] * len(texts)
         for first in range(0, len(texts), batch_size):
-            chunk = texts[first : first + batch_size]
+            indices = order[first : first + batch_size]
+            chunk = [texts[i] for i in indices]
             encodings, logits = self.emissions(chunk)
-            for row, (text, encoding) in enumerate(zip(chunk, encodings, strict=True)):
-                results.append(self._entities(text, encoding, logits[row, : len(encoding.ids)]))
+            for row, (index, encoding) in enumerate(zip(indices, encodings, strict=True)):
+                results[index] = self._entities(texts[index], encoding, logits[row, : len(encoding.ids)])
         return results[0] if single else results
 
     def _join_tokens(self, text: str, group: list[dict]) -> str:
