@@ -185,8 +185,12 @@ def test_cli_exports_and_refuses_to_overwrite(crf_run: Path, tmp_path: Path) -> 
                            capture_output=True, text=True, timeout=300)
     assert again.returncode != 0
     assert again.stderr.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in again.stderr
-    bad = subprocess.run([*cli, "export", str(crf_run), "--format", "tflite"], capture_output=True, text=True)
-    assert bad.returncode != 0 and "choose onnx" in bad.stderr
+    for args, message in ((["--format", "tflite"], "choose onnx"), (["--quantize", "int8"], "needs --format onnx"),
+                          (["--format", "onnx", "--quantize", "int4", "--out", str(tmp_path / "q")], "choose one of"),
+                          ([], "give OUT_DIR")):
+        bad = subprocess.run([*cli, "export", str(crf_run), *args], capture_output=True, text=True, timeout=300)
+        assert bad.returncode != 0 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+    assert not (tmp_path / "q").exists()
 
 
 # -- recurrent seq2seq and LM -------------------------------------------------------------------------
