@@ -68,51 +68,60 @@ class LinearChainCrf:
         self.start = np.asarray(start, dtype=np.float32)  # (K,)
         self.end = np.asarray(end, dtype=np.float32)  # (K,)
 
-    def viterbi(self, emissions: np.ndarray) -> np.ndarray:
-        """Best path (n,) for one sentence's emissions (n, K), as `ConditionalRandomField.viterbi_decode`."""
-        score = self.start + emissions[0]  # (K,)
+    def viterbi(self, emissions: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Best paths (B, T) of right-padded emissions (B, T, K) with `lengths` (B,), as
+        `ConditionalRandomField.viterbi_decode` (0 at padding); vectorised over the batch."""
+        batch, steps, tags = emissions.shape
+        valid = np.arange(steps)[None, :] < lengths[:, None]  # (B, T)
+        score = self.start + emissions[:, 0]  # (B, K)
+        identity = np.broadcast_to(np.arange(tags), (batch, tags))
         backpointers = []
-        for t in range(1, len(emissions)):
-            candidates = score[:, None] + self.transitions  # (K_from, K_to)
-            backpointers.append(candidates.argmax(axis=0))
-            score = candidates.max(axis=0) + emissions[t]
-        tag = int((score + self.end).argmax())
+        for t in range(1, steps):
+            candidates = score[:, :, None] + self.transitions  # (B, K_from, K_to)
+            step_valid = valid[:, t, None]
+            backpointers.append(np.where(step_valid, candidates.argmax(axis=1), identity))
+            score = np.where(step_valid, candidates.max(axis=1) + emissions[:, t], score)
+        tag = (score + self.end).argmax(axis=1)  # (B,)
         path = [tag]
         for pointers in reversed(backpointers):
-            tag = int(pointers[tag])
+            tag = np.take_along_axis(pointers, tag[:, None], axis=1)[:, 0]
             path.append(tag)
-        return np.asarray(path[::-1], dtype=np.int64)
+        return np.where(valid, np.stack(path[::-1], axis=1), 0)
 
-    def marginals(self, emissions: np.ndarray) -> np.ndarray:
-        """P(tag at t) under the CRF, (n, K), by forward-backward in float64."""
+    def marginals(self, emissions: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """P(tag at t) under the CRF, (B, T, K) (zeros at padding), by forward-backward in float64."""
         emissions = emissions.astype(np.float64)
         transitions = self.transitions.astype(np.float64)
-        n = len(emissions)
+        batch, steps, _ = emissions.shape
+        valid = np.arange(steps)[None, :] < lengths[:, None]  # (B, T)
         alpha = np.empty_like(emissions)
         beta = np.empty_like(emissions)
-        alpha[0] = self.start + emissions[0]
-        for t in range(1, n):
-            alpha[t] = _logsumexp(alpha[t - 1][:, None] + transitions, axis=0) + emissions[t]
-        beta[n - 1] = self.end
-        for t in range(n - 2, -1, -1):
-            beta[t] = _logsumexp(transitions + (emissions[t + 1] + beta[t + 1])[None, :], axis=1)
-        log_z = _logsumexp(alpha[n - 1] + self.end, axis=0)
-        return np.exp(alpha + beta - log_z)
+        alpha[:, 0] = self.start + emissions[:, 0]
+        final = alpha[:, 0]  # alpha at each row's last real position
+        for t in range(1, steps):
+            alpha[:, t] = _logsumexp(alpha[:, t - 1, :, None] + transitions, axis=1) + emissions[:, t]
+            final = np.where(valid[:, t, None], alpha[:, t], final)
+        beta[:, steps - 1] = self.end
+        for t in range(steps - 2, -1, -1):
+            inner = _logsumexp(transitions + (emissions[:, t + 1] + beta[:, t + 1])[:, None, :], axis=2)
+            beta[:, t] = np.where(valid[:, t + 1, None], inner, self.end)  # a row's last position ends it
+        log_z = _logsumexp(final + self.end, axis=1)  # (B,)
+        return np.exp(alpha + beta - log_z[:, None, None]) * valid[..., None]
 
-    def token_scores(self, emissions: np.ndarray) -> np.ndarray:
-        """Per-token label probabilities whose argmax is the Viterbi path, as the nlpipe ``ner`` pipeline scores.
+    def token_scores(self, emissions: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Per-token label probabilities (B, T, K) whose argmax is the Viterbi path, as the ``ner`` pipeline scores.
 
         The marginals, except that where the Viterbi label is not the most probable its value is swapped with
         the top one (`RnnForTokenClassification.decode_scores`).
         """
-        scores = np.maximum(self.marginals(emissions), 1e-12)  # (n, K)
-        rows = np.arange(len(scores))
-        path = self.viterbi(emissions)
-        top = scores.argmax(axis=1)
-        top_value, path_value = scores[rows, top].copy(), scores[rows, path].copy()
-        scores[rows, top] = path_value
-        scores[rows, path] = top_value
-        return scores / scores.sum(axis=1, keepdims=True)
+        scores = np.maximum(self.marginals(emissions, lengths), 1e-12)  # (B, T, K)
+        path = self.viterbi(emissions, lengths)[..., None]  # (B, T, 1)
+        top = scores.argmax(axis=-1)[..., None]
+        top_value = np.take_along_axis(scores, top, axis=-1)
+        path_value = np.take_along_axis(scores, path, axis=-1)
+        np.put_along_axis(scores, top, path_value, axis=-1)
+        np.put_along_axis(scores, path, top_value, axis=-1)
+        return scores / scores.sum(axis=-1, keepdims=True)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -193,8 +202,13 @@ class OnnxTagger:
             indices = order[first : first + batch_size]
             chunk = [texts[i] for i in indices]
             encodings, logits = self.emissions(chunk)
+            lengths = np.asarray([len(e.ids) for e in encodings])
+            if self.crf is None:
+                scores = _softmax(logits.astype(np.float32))
+            else:
+                scores = self.crf.token_scores(logits, lengths)  # the whole batch at once
             for row, (index, encoding) in enumerate(zip(indices, encodings, strict=True)):
-                results[index] = self._entities(texts[index], encoding, logits[row, : len(encoding.ids)])
+                results[index] = self._entities(texts[index], encoding, scores[row, : lengths[row]])
         return results[0] if single else results
 
     def _join_tokens(self, text: str, group: list[dict]) -> str:
@@ -206,8 +220,7 @@ class OnnxTagger:
         decoder = self.tokenizer.decoder
         return decoder.decode(tokens) if decoder is not None else " ".join(tokens)
 
-    def _entities(self, text: str, encoding: Any, logits: np.ndarray) -> list[dict]:
-        scores = _softmax(logits.astype(np.float32)) if self.crf is None else self.crf.token_scores(logits)
+    def _entities(self, text: str, encoding: Any, scores: np.ndarray) -> list[dict]:
         tokens = []
         for position, (start, end) in enumerate(encoding.offsets):
             if encoding.special_tokens_mask[position]:
