@@ -1,6 +1,7 @@
 """`pipeline("ner")` vs the ONNX export's runner (float32 and int8): sentences/s at batch 1 and 32, and test F1.
 
     python benchmarks/perf_onnx.py RUN_DIR [--sentences 320] [--threads 1] [--rounds 3] [--f1] [--record]
+    python benchmarks/perf_onnx.py TRANSLATION_RUN_DIR --bleu [--sentences 1000] [--record]
 
 The run folder is exported twice (float32, int8) into a temporary folder with `nlpipe.export.export_onnx`.
 Speed: the first N CoNLL-2003 test sentences as raw text (tokens joined by spaces), so every path includes
@@ -8,6 +9,8 @@ tokenization, char ids, the model, CRF decoding (numpy Viterbi + marginals in th
 The three paths run back to back in interleaved rounds (the machine is shared: ratios measured side by side are
 steadier than absolute rates); the median round is reported. ``--f1``: entity-level F1 (exact type and
 character span, as seqeval counts chunks) of the whole test split through the float32 and int8 runners.
+``--bleu`` (a translation run): sacreBLEU of the float32 and int8 exports on the first N Multi30k test
+sentences (the run's decoding settings), and their generation speed.
 """
 
 from __future__ import annotations
@@ -59,6 +62,39 @@ def entity_f1(runner, examples: list[dict]) -> float:
     return 100 * 2 * precision * recall / max(precision + recall, 1e-12)
 
 
+def bleu_float32_vs_int8(run: str, data_dir: str, count: int, threads: int) -> list[dict]:
+    """sacreBLEU and sentences/s of the float32 and int8 exports of a translation run on Multi30k test."""
+    import gzip
+
+    import sacrebleu
+
+    from nlpipe.export import export_onnx
+    from nlpipe.export.onnx_export import load_runner
+
+    def lines(name: str) -> list[str]:
+        with gzip.open(Path(data_dir) / "multi30k" / name, "rt", encoding="utf-8") as handle:
+            return [line.strip() for line, _ in zip(handle, range(count), strict=False)]
+
+    sources, references = lines("test_2016_flickr.de.gz"), lines("test_2016_flickr.en.gz")
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for quantize in (None, "int8"):
+            out = Path(tmp) / (quantize or "float32")
+            export_onnx(run, out, quantize=quantize, verify=False)
+            runner = load_runner(out, threads=threads)
+            start = time.perf_counter()
+            hypotheses = runner(sources)
+            elapsed = time.perf_counter() - start
+            bleu = sacrebleu.corpus_bleu(hypotheses, [references]).score
+            name = f"onnx {quantize or 'float32'}"
+            print(f"{name}: BLEU {bleu:.2f} on {len(sources)} sentences, {len(sources) / elapsed:.1f} sentences/s "
+                  f"(beams {runner.generation.get('num_beams', 1)})", flush=True)
+            results.append({"run": run, "dataset": "multi30k", "split": "test", "metric": "onnx_bleu", "path": name,
+                            "value": round(bleu, 2), "sentences": len(sources),
+                            "sentences_per_s": round(len(sources) / elapsed, 1), "threads": threads})
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run")
@@ -66,10 +102,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--f1", action="store_true", help="also the test F1 of the float32 and int8 exports")
+    parser.add_argument("--bleu", action="store_true", help="a translation run: BLEU of the float32 and int8 exports")
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.bleu:
+        lines = bleu_float32_vs_int8(args.run, args.data_dir, args.sentences, args.threads)
+        if args.record:
+            append_results(lines)
+        return 0
     from transformers import pipeline
 
     from nlpipe.export import export_onnx
