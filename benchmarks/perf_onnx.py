@@ -2,6 +2,7 @@
 
     python benchmarks/perf_onnx.py RUN_DIR [--sentences 320] [--threads 1] [--rounds 3] [--f1] [--record]
     python benchmarks/perf_onnx.py TRANSLATION_RUN_DIR --bleu [--sentences 1000] [--record]
+    python benchmarks/perf_onnx.py RUN_DIR --profile [--sentences 320]   # where pipeline("ner") spends its time
 
 The run folder is exported twice (float32, int8) into a temporary folder with `nlpipe.export.export_onnx`.
 Speed: the first N CoNLL-2003 test sentences as raw text (tokens joined by spaces), so every path includes
@@ -95,6 +96,25 @@ def bleu_float32_vs_int8(run: str, data_dir: str, count: int, threads: int) -> l
     return results
 
 
+def profile_pipeline(run: str, texts: list[str]) -> None:
+    """cProfile `pipeline("ner")` at batch 1 and 32: the functions with the most cumulative time."""
+    import cProfile
+    import pstats
+
+    from transformers import pipeline
+
+    ner = pipeline("ner", model=run, aggregation_strategy="simple")
+    ner(texts[:4])
+    for batch_size in (1, 32):
+        profiler = cProfile.Profile()
+        profiler.runcall(ner, texts, batch_size=batch_size)
+        stats = pstats.Stats(profiler)
+        print(f"batch {batch_size}: {stats.total_tt:.2f} s for {len(texts)} sentences")
+        stats.sort_stats("cumulative").print_stats(
+            "preprocess|_forward|postprocess|decode_scores|viterbi|log_partition|char_encoder|two_pass|"
+            "gather_pre|group_entities|char_ids_from|encode_batch|run_backward", 25)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run")
@@ -103,10 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--f1", action="store_true", help="also the test F1 of the float32 and int8 exports")
     parser.add_argument("--bleu", action="store_true", help="a translation run: BLEU of the float32 and int8 exports")
+    parser.add_argument("--profile", action="store_true", help="cProfile pipeline('ner') at batch 1 and 32")
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.profile:
+        profile_pipeline(args.run, test_sentences(args.data_dir, args.sentences))
+        return 0
     if args.bleu:
         lines = bleu_float32_vs_int8(args.run, args.data_dir, args.sentences, args.threads)
         if args.record:
