@@ -50,6 +50,7 @@ def test_wheel_contains_data_folders(wheel: Path) -> None:
     specs = {Path(n).name for n in names if n.startswith("nlpipe/tokenizer_specs/")}
     assert {p.name for p in (REPO / "tokenizers").glob("*.yaml")} <= specs
     assert "nlpipe/metrics/nlpipe_seqeval/nlpipe_seqeval.py" in names
+    assert "nlpipe/export/onnx_runner.py" in names  # copied into every ONNX export
     assert not any(n.startswith("tokenizers/") or n == "cli.py" for n in names), "no top-level tokenizers/ or cli"
 
 

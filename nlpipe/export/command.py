@@ -24,7 +24,7 @@ def export_onnx_cli(run_dir: Path, out_dir: Path | None, export_format: str | No
         raise NlpipeError(f"export: --format {export_format}: unknown; choose {', '.join(FORMATS)}")
     if out_dir is None:
         suffix = "-onnx" if quantize is None else f"-onnx-{quantize}"
-        out_dir = run_dir.parent / f"{run_dir.resolve().name}{suffix}"
+        out_dir = run_dir.resolve().parent / f"{run_dir.resolve().name}{suffix}"
     result = export_onnx(run_dir, out_dir, quantize=quantize)
     typer.echo(f"exported {run_dir} to {result.out_dir}: {', '.join(result.files)}")
     if result.parity is not None:

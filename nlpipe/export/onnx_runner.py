@@ -196,9 +196,10 @@ class OnnxTagger:
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
         # Batches of similar lengths (restored to the input order below): less padding to run through the RNNs.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        results: list = [None] * len(texts)
-        for first in range(0, len(texts), batch_size):
+        # Blank texts have no tokens and no entities (as the pipeline answers).
+        order = sorted((i for i, text in enumerate(texts) if text.strip()), key=lambda i: len(texts[i]))
+        results: list = [[] for _ in texts]
+        for first in range(0, len(order), batch_size):
             indices = order[first : first + batch_size]
             chunk = [texts[i] for i in indices]
             encodings, logits = self.emissions(chunk)

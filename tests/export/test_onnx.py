@@ -143,6 +143,7 @@ def test_crf_tagger_export_gives_the_pipeline_entities(crf_run: Path, crf_export
     out, texts = crf_export
     expected = pipeline("ner", model=str(crf_run), aggregation_strategy="simple")(texts)
     got = load_runner(out, threads=1)(texts)
+    assert load_runner(out, threads=1)(["", "  "]) == [[], []]
     assert sum(len(e) for e in expected) > 10, "the model predicts (almost) no entity: the test would be empty"
     for want, have in zip(expected, got, strict=True):
         assert [(e["entity_group"], e["word"], e["start"], e["end"]) for e in have] == [
