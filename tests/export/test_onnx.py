@@ -178,12 +178,16 @@ def test_int8_export_is_quantized_and_agrees_mostly(crf_run: Path, crf_export: t
 
 def test_cli_exports_and_refuses_to_overwrite(crf_run: Path, tmp_path: Path) -> None:
     cli = [str(Path(sys.executable).with_name("nlpipe"))]
-    first = subprocess.run([*cli, "export", str(crf_run), "--format", "onnx", "--out", str(tmp_path / "o")],
+    first = subprocess.run([*cli, "export", str(crf_run), "--format", "onnx"],  # default: RUN_DIR-onnx beside it
                            capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-2000:]
-    assert "24 identical" in first.stdout and (tmp_path / "o" / "model.onnx").is_file()
+    out = crf_run.parent / f"{crf_run.name}-onnx"
+    assert "24 identical" in first.stdout and (out / "model.onnx").is_file()
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "mine.txt").write_text("not nlpipe's")
     again = subprocess.run([*cli, "export", str(crf_run), "--format", "onnx", "--out", str(tmp_path / "o")],
                            capture_output=True, text=True, timeout=300)
+    assert (tmp_path / "o" / "mine.txt").read_text() == "not nlpipe's" and not (tmp_path / "o" / "model.onnx").exists()
     assert again.returncode != 0
     assert again.stderr.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in again.stderr
 
@@ -205,6 +209,20 @@ def test_cli_option_errors_are_one_line(args: list[str], message: str, tmp_path:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert not (tmp_path / "q").exists()
+
+
+@pytest.mark.parametrize("recipe", ["ner-gru", "ner-bilstm"])
+def test_taggers_without_crf_or_chars_give_the_pipeline_entities(recipe: str, tmp_path: Path) -> None:
+    overrides = [o for o in TINY_TAGGER if not o.startswith("model.char")]
+    run = run_recipe(recipe, overrides, data="sample", output_dir=tmp_path / "run", progress=False).run_dir
+    # Sample sentences: a words-only tagger trained on the sample knows their words (CoNLL's are mostly unknown).
+    from nlpipe.data.samples import make_sample
+
+    texts = [" ".join(example["tokens"]) for example in make_sample("ner")["test"][:30]]
+    result = export_onnx(run, tmp_path / "onnx", texts=texts)  # softmax scores, no CRF in the config
+    assert result.parity.ok, result.parity.as_dict()
+    assert "crf" not in json.loads((tmp_path / "onnx" / "onnx_config.json").read_text())
+    assert sum(map(len, load_runner(tmp_path / "onnx", threads=1)(texts))) > 5, "no entities: a vacuous comparison"
 
 
 # -- recurrent seq2seq and LM -------------------------------------------------------------------------
