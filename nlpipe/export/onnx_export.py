@@ -119,6 +119,9 @@ def export_onnx(
     from ..run import load_run
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    for package in ("onnx", "onnxruntime"):
+        if importlib.util.find_spec(package) is None:
+            raise NlpipeError(f"ONNX export needs the '{package}' package: pip install 'nlpipe[export]'")
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise NlpipeError(f"--quantize {quantize}: unknown; choose one of {', '.join(QUANTIZE_CHOICES)}")
     _check_out_dir(out_dir)
