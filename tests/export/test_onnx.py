@@ -343,3 +343,15 @@ def test_gpt2_export_with_kv_cache_continues_like_generate(tmp_path: Path) -> No
     assert result.parity.ok, result.parity.as_dict()
     texts = ["the company said", "in the morning"]
     assert run_without_torch(tmp_path / "onnx", texts) == load_runner(tmp_path / "onnx", threads=1)(texts)
+
+
+def test_missing_onnxruntime_is_one_clear_error(monkeypatch, tmp_path: Path) -> None:
+    import importlib.util
+
+    from nlpipe.errors import NlpipeError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    with pytest.raises(NlpipeError, match=r"pip install 'nlpipe\[export\]'"):
+        export_onnx(tmp_path / "run", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
