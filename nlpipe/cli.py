@@ -343,10 +343,23 @@ def push_cli(
 @app.command("export")
 def export_cli(
     run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
-    out_dir: Annotated[Path, typer.Argument(help="Where to write the Hub-ready copy.")],
+    out_dir: Annotated[Path | None, typer.Argument(help="Where to write the Hub-ready copy.")] = None,
     repo_id: Annotated[str | None, typer.Option("--repo-id", help="Repository id shown in the card.")] = None,
+    export_format: Annotated[str | None, typer.Option(
+        "--format", help="'onnx': ONNX graphs + a standalone onnxruntime runner (docs/export.md).")] = None,
+    quantize: Annotated[str | None, typer.Option("--quantize", help="With --format onnx: 'int8'.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: RUN_DIR-onnx).")] = None,
 ) -> None:
-    """Write a copy of a run folder that loads with trust_remote_code=True, without nlpipe."""
+    """Write a copy of a run folder that loads with trust_remote_code=True, without nlpipe
+    (or, with --format onnx, one that runs with onnxruntime alone)."""
+    if export_format is not None or quantize is not None:
+        from .export.command import export_onnx_cli
+
+        export_onnx_cli(run_dir, out or out_dir, export_format, quantize)
+        return
+    if out_dir is None and out is None:
+        raise NlpipeError("export: give OUT_DIR (Hub-ready copy) or --format onnx [--out DIR]")
+    out_dir = out_dir or out
     from .hub import export_run, left_out_files, shipped_files
 
     with _logs_to_stderr():

@@ -53,6 +53,7 @@ def test_wheel_contains_data_folders(wheel: Path) -> None:
     assert "nlpipe/model_fields.json" in names  # `recipes validate` checks model keys against it
     static = {f"nlpipe/serving/static/{p.name}" for p in (REPO / "nlpipe" / "serving" / "static").iterdir()}
     assert static and static <= set(names), "the `nlpipe serve` page ships in the wheel"
+    assert "nlpipe/export/onnx_runner.py" in names  # copied into every ONNX export
     assert not any(n.startswith("tokenizers/") or n == "cli.py" for n in names), "no top-level tokenizers/ or cli"
 
 
