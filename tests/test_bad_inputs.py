@@ -1,17 +1,26 @@
-"""The bad-input catalogue (docs/errors.md): every row runs the real CLI entry point (`nlpipe.cli.main`,
-in-process, with its own error handling) and must give exit code != 0, exactly one line on stderr
-(``error: <where>: <what to do>``) naming the file/line/key, no traceback, and no run folder.
+"""The bad-input catalogue (docs/errors.md), run through the real ``nlpipe`` command in a subprocess.
+
+Every row must give: a non-zero exit, exactly one ``error: <where>: <what to do>`` line on stderr
+containing the row's fragments (the file/key/line and the fix), no ``Traceback`` anywhere in the
+output, and no change to any file outside the run folder (every file under the test's tmp dir is
+hashed before and after). By default the run folder must be unchanged too (absent stays absent).
+
+To add a row: write a setup function ``tmp -> argv`` (the helpers `_recipe`, `_conll`, `_parallel`
+make the usual inputs) and add ``"row-id": Case(setup, [fragments])`` to `CATALOGUE` (a plain
+``(setup, [fragments])`` tuple works too), then a row with the same id to docs/errors.md.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from nlpipe.cli import main
 
 GOOD_RECIPE = """\
 name: tiny
@@ -21,6 +30,22 @@ tokenizer: {spec: word-level}
 model: {type: rnn_tagger, hidden_size: 8, embedding_dim: 8}
 train: {max_epochs: 1}
 """
+
+
+@dataclass
+class Case:
+    """One catalogue row."""
+
+    setup: Callable[[Path], list[str]]
+    """Creates the row's files under the tmp dir and returns the nlpipe arguments."""
+    fragments: list[str]
+    """Texts the one ``error:`` line must contain (where, what, the fix)."""
+    run_dir: str = "out"
+    """The run folder the command may write to, relative to the tmp dir (its contents are not hashed)."""
+    run_folder: str = "unchanged"
+    """``unchanged``: the run folder must be exactly as before (absent stays absent); ``any``: not checked."""
+
+
 CONLL = "EU B-ORG\nrejects O\nGerman B-MISC\n\nPeter B-PER\nBlackburn I-PER\n"
 
 
@@ -64,7 +89,7 @@ def _run_dir_missing(tmp: Path) -> list[str]:
     return ["predict", str(run), "EU rejects German call"]
 
 
-CATALOGUE = {
+CATALOGUE: dict[str, Case | tuple] = {
     # row id: (setup → argv, fragments the one stderr line must contain)
     "malformed-yaml": (_recipe(GOOD_RECIPE + "train: {max_epochs: [1\n"), ["r.yaml:", "malformed YAML", "fix the syntax"]),
     "unknown-recipe-key": (_recipe(GOOD_RECIPE + "trian: {}\n"), ["r.yaml", "unknown key 'trian'", "valid keys"]),
@@ -92,26 +117,72 @@ CATALOGUE = {
 }
 
 
+def _snapshot(root: Path, skip: Path | None = None) -> dict[str, str]:
+    """Relative path → sha256 (file), link target (symlink) or "dir", for everything under ``root``."""
+    state: dict[str, str] = {}
+    if not root.exists():
+        return state
+    for folder, dirs, files in os.walk(root):  # os.walk does not follow symlinked folders
+        here = Path(folder)
+        if skip is not None and (here == skip or skip in here.parents):
+            dirs[:] = []
+            continue
+        for name in dirs + files:
+            path = here / name
+            if skip is not None and path == skip:
+                continue
+            rel = str(path.relative_to(root))
+            if path.is_symlink():
+                state[rel] = "link:" + os.readlink(path)
+            elif path.is_dir():
+                state[rel] = "dir"
+            else:
+                state[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return state
+
+
+def _diff(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    return sorted(
+        [f"removed {p}" for p in before.keys() - after.keys()]
+        + [f"added {p}" for p in after.keys() - before.keys()]
+        + [f"changed {p}" for p in before.keys() & after.keys() if before[p] != after[p]]
+    )
+
+
+def run_cli(argv: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m nlpipe ARGV`` in ``cwd`` (offline, one thread, the test session's nlpipe cache)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"}
+    env.pop("NLPIPE_DATA_DIR", None)
+    return subprocess.run([sys.executable, "-m", "nlpipe", *argv], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def _case(row: str) -> Case:
+    entry = CATALOGUE[row]
+    return entry if isinstance(entry, Case) else Case(*entry)
+
+
 @pytest.mark.parametrize("row", list(CATALOGUE))
-def test_bad_input_gives_one_clear_line(row: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
-    setup, fragments = CATALOGUE[row]
-    argv = setup(tmp_path)
-    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    monkeypatch.setattr(sys, "argv", ["nlpipe", *argv])
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as exited:
-        main()
-    assert exited.value.code not in (0, None)
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err[-2000:]
-    assert lines[0].startswith("error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
-    # Nothing half-written: the files are exactly those the row set up (no run folder, no recipe copy).
-    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+def test_bad_input_gives_one_clear_line(row: str, tmp_path: Path) -> None:
+    case = _case(row)
+    argv = case.setup(tmp_path)
+    run_dir = tmp_path / case.run_dir
+    outside_before = _snapshot(tmp_path, skip=run_dir)
+    run_before = _snapshot(run_dir) if run_dir.exists() else None
+    done = run_cli(argv, tmp_path)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, f"exit 0 for {argv}: {output[-2000:]}"
+    assert "Traceback" not in output, output[-4000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, f"expected one error: line, got {errors!r} in {done.stderr[-3000:]!r}"
+    line = errors[0]
+    assert len(line) < 1500, f"error line of {len(line)} characters"
+    for fragment in case.fragments:
+        assert fragment in line, f"{fragment!r} not in {line!r}"
+    assert not _diff(outside_before, _snapshot(tmp_path, skip=run_dir)), "files outside the run folder changed"
+    if case.run_folder == "unchanged":
+        after = _snapshot(run_dir) if run_dir.exists() else None
+        assert after == run_before, f"run folder changed: {_diff(run_before or {}, after or {})}"
 
 
 def test_catalogue_is_documented() -> None:
