@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import NlpipeError
+from .errors import NlpipeError, shorten
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,40 @@ MODELS: dict[str, ModelEntry] = {
 }
 
 
+# Model configs are transformers' own classes as well as nlpipe's, so their numeric settings get their range
+# from the name, the way transformers names them; the first matching rule wins. A test checks that every
+# numeric setting of every registry config matches a rule.
+_MODEL_LIMIT_RULES: tuple[tuple[str, str], ...] = (
+    (r"dropout|pdrop|layerdrop", "PROBABILITY"),
+    (r"_token_id$", "TOKEN_ID"),
+    (r"eps$|epsilon$|^initializer_range$|^init_std$", "POSITIVE"),
+    (r"^chunk_size_feed_forward$", "OPTIONAL_COUNT"),
+    (r"(_size|_dim|_layers|_heads|_embeddings|_chars|_length|_k)$|^(n|num)_|^d_model$", "COUNT"),
+)
+
+
+def model_limit(key: str) -> Any:
+    """The allowed range (a `nlpipe.recipe.Limit`) of numeric model setting ``key``, or None if no rule names it."""
+    from . import recipe
+
+    named = {"TOKEN_ID": recipe.Limit(0, recipe.MAX_COUNT)}
+    for pattern, limit in _MODEL_LIMIT_RULES:
+        if re.search(pattern, key):
+            return named.get(limit) or getattr(recipe, limit)
+    return None
+
+
+def check_model_values(model: dict[str, Any], source: str) -> None:
+    """Range-check the numeric settings of a recipe's ``model:`` section (counts >= 1, dropout in [0, 1), ...).
+
+    Numbers no rule names must still be finite. Raises an NlpipeError naming the file, key, value and range.
+    """
+    from .recipe import Limit
+
+    for key, value in model.items():
+        (model_limit(key) or Limit()).check(value, f"{source}: key 'model.{key}'")
+
+
 def _import(path: str) -> Any:
     module, name = path.split(":")
     return getattr(importlib.import_module(module), name)
@@ -79,8 +114,10 @@ def _import(path: str) -> Any:
 
 def get_entry(model_type: str, source: str = "recipe") -> ModelEntry:
     """Look up a registry name; unknown names are an NlpipeError listing the known ones."""
-    if model_type not in MODELS:
-        raise NlpipeError(f"{source}: key 'model.type': unknown model '{model_type}'; known: {', '.join(MODELS)}")
+    if not isinstance(model_type, str) or model_type not in MODELS:
+        raise NlpipeError(
+            f"{source}: key 'model.type': unknown model {shorten(model_type)}; known: {', '.join(MODELS)}"
+        )
     return MODELS[model_type]
 
 
@@ -110,9 +147,10 @@ def validate_model_section(recipe: Any) -> None:
     for key in recipe.model:
         if key != "type" and key not in valid:
             raise NlpipeError(
-                f"{recipe.source}: unknown key 'model.{key}' for model '{model_type}' "
+                f"{recipe.source}: unknown key {shorten('model.' + str(key))} for model '{model_type}' "
                 f"({config_class.__name__}); check the spelling against its documented arguments"
             )
+    check_model_values(recipe.model, recipe.source)
 
 
 def build_config(model_type: str, settings: dict[str, Any], **task_values: Any) -> Any:

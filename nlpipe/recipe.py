@@ -7,6 +7,7 @@ A recipe is data; `nlpipe.run.run_recipe` is the code that runs it. Every proble
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .errors import NlpipeError
+from .errors import NlpipeError, shorten
 from .package_data import package_data_dir
 
 TASKS = ("token-classification", "translation", "summarization", "causal-lm")
@@ -130,6 +131,112 @@ class Recipe:
         return out
 
 
+# --------------------------------------------------------------------------- value ranges
+
+MAX_COUNT = 2**31 - 1
+"""Largest count/size accepted anywhere (beyond it torch, numpy and the Rust tokenizers overflow)."""
+MAX_SEED = 2**32 - 1
+"""numpy's ``np.random.seed`` (called by accelerate's ``set_seed``) takes seeds in [0, 2**32 - 1]."""
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The allowed range of a numeric setting; every number must also be finite (no nan/inf)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    """True: the value must be > low (else >= low)."""
+    high_open: bool = False
+    """True: the value must be < high (else <= high)."""
+
+    def describe(self) -> str:
+        """The range in words: ``in [1, 2147483647]``, ``in [0, 1)``, ``> 0 (finite)``."""
+
+        def num(x: float) -> str:
+            return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+        if self.low is not None and self.high is not None:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            return f"in {left}{num(self.low)}, {num(self.high)}{right}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {num(self.low)} (finite)"
+        if self.high is not None:
+            return f"{'<' if self.high_open else '<='} {num(self.high)} (finite)"
+        return "that is a finite number"
+
+    def allows(self, value: float) -> bool:
+        """Whether ``value`` is finite and in the range."""
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return not (self.high is not None and (value >= self.high if self.high_open else value > self.high))
+
+    def check(self, value: Any, where: str) -> None:
+        """Raise an NlpipeError naming ``where`` (file and key), the value and the range if it is outside."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return  # types are checked elsewhere
+        if not self.allows(value):
+            raise NlpipeError(f"{where}: {shorten(value)} is out of range; use a value {self.describe()}")
+
+
+COUNT = Limit(1, MAX_COUNT)
+"""A count or size: an integer >= 1."""
+OPTIONAL_COUNT = Limit(0, MAX_COUNT)
+"""A count where 0 means none (warmup steps, n-gram sizes)."""
+PROBABILITY = Limit(0, 1, high_open=True)
+"""A dropout-like rate in [0, 1)."""
+POSITIVE = Limit(0, low_open=True)
+"""A finite number > 0 (learning rate, minutes, norms, epsilons)."""
+NON_NEGATIVE = Limit(0)
+"""A finite number >= 0."""
+SEED = Limit(0, MAX_SEED)
+
+FIELD_LIMITS: dict[str, dict[str, Limit]] = {
+    "DataSection": {
+        "max_train_examples": COUNT, "max_eval_examples": COUNT, "max_length": COUNT, "max_target_length": COUNT,
+    },
+    "TrainSection": {
+        "max_epochs": COUNT, "max_steps": COUNT, "max_train_minutes": POSITIVE, "batch_size": COUNT,
+        "batch_tokens": COUNT, "gradient_accumulation_steps": COUNT, "learning_rate": POSITIVE,
+        "momentum": PROBABILITY, "weight_decay": NON_NEGATIVE, "warmup_steps": OPTIONAL_COUNT,
+        "max_grad_norm": POSITIVE, "eval_every_steps": COUNT, "early_stopping_patience": COUNT, "seed": SEED,
+        "log_every_steps": COUNT, "checkpoint_every_steps": COUNT, "bptt_length": COUNT,
+    },
+    "EvalSection": {"batch_size": COUNT},
+    "TokenizerSpec": {"vocab_size": COUNT, "min_frequency": COUNT, "model_max_length": COUNT},
+}
+"""Section class name → field → allowed range, checked by `_build` for every numeric field.
+
+Every ``int``/``float`` field of a section must have an entry (tests/test_recipe.py enforces it), so a
+new setting cannot silently skip range checking.
+"""
+
+GENERATE_LIMITS: dict[str, Limit] = {
+    "num_beams": COUNT, "validation_num_beams": COUNT, "max_new_tokens": COUNT, "min_new_tokens": OPTIONAL_COUNT,
+    "max_length": COUNT, "min_length": OPTIONAL_COUNT, "no_repeat_ngram_size": OPTIONAL_COUNT,
+    "top_k": COUNT, "top_p": Limit(0, 1, low_open=True), "temperature": POSITIVE, "length_penalty": Limit(),
+    "repetition_penalty": POSITIVE, "num_return_sequences": COUNT, "eval_chunk_length": COUNT,
+    "perplexity_window": COUNT, "perplexity_stride": COUNT,
+}
+"""Ranges of the ``generate:`` settings nlpipe and ``generate()`` read (other keys are the task's business)."""
+
+
+def limit_for(cls: type, name: str) -> Limit:
+    """The declared range of numeric field ``name`` of section ``cls`` (undeclared: any finite number)."""
+    return FIELD_LIMITS.get(cls.__name__, {}).get(name, Limit())
+
+
+def _is_numeric_hint(tp: Any) -> bool:
+    """True for int, float and optional/union forms of them (the fields that need a range)."""
+    if tp in (int, float):
+        return True
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return any(_is_numeric_hint(t) for t in typing.get_args(tp))
+    return False
+
+
 # --------------------------------------------------------------------------- locating recipes
 
 
@@ -212,12 +319,12 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
         raise errors[0]
     if origin is list:
         if not isinstance(value, list):
-            raise NlpipeError(f"{where}: expected a list, got {value!r}")
+            raise NlpipeError(f"{where}: expected a list, got {shorten(value)}")
         (item_tp,) = typing.get_args(tp)
         return [_check_value(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise NlpipeError(f"{where}: expected a mapping, got {value!r}")
+            raise NlpipeError(f"{where}: expected a mapping, got {shorten(value)}")
         return value
     if tp is Any:
         return value
@@ -240,20 +347,20 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
             return value
     elif isinstance(value, tp):
         return value
-    raise NlpipeError(f"{where}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    raise NlpipeError(f"{where}: expected {_type_name(tp)}, got {shorten(value)} ({type(value).__name__})")
 
 
 def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
     """Build a section dataclass from raw YAML, rejecting unknown keys and missing required ones."""
     label = prefix.rstrip(".") or "(top level)"
     if not isinstance(raw, dict):
-        raise NlpipeError(f"{source}: key '{label}': expected a mapping, got {raw!r}")
+        raise NlpipeError(f"{source}: key '{label}': expected a mapping, got {shorten(raw)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
-    unknown = sorted(set(raw) - set(fields))
+    unknown = sorted(set(raw) - set(fields), key=str)
     if unknown:
         raise NlpipeError(
-            f"{source}: unknown key '{prefix}{unknown[0]}'; valid keys here: {', '.join(fields)}"
+            f"{source}: unknown key {shorten(f'{prefix}{unknown[0]}')}; valid keys here: {', '.join(fields)}"
         )
     kwargs = {}
     for name, f in fields.items():
@@ -268,6 +375,8 @@ def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
             kwargs[name] = _build(tp, raw[name], source, f"{key}.")
         else:
             kwargs[name] = _check_value(raw[name], tp, f"{source}: key '{key}'")
+            if _is_numeric_hint(tp):
+                limit_for(cls, name).check(kwargs[name], f"{source}: key '{key}'")
     return cls(**kwargs)
 
 
@@ -282,7 +391,7 @@ def parse_recipe(raw: Any, source: str = "<memory>") -> Recipe:
     recipe = _build(Recipe, raw, source, "")
     recipe.source = source
     if recipe.task not in TASKS:
-        raise NlpipeError(f"{source}: key 'task': unknown task '{recipe.task}'; choose one of {', '.join(TASKS)}")
+        raise NlpipeError(f"{source}: key 'task': unknown task {shorten(recipe.task)}; choose one of {', '.join(TASKS)}")
     if "type" not in recipe.model:
         raise NlpipeError(f"{source}: missing required key 'model.type' (e.g. rnn_tagger, bert, rnn_seq2seq)")
     if "spec" not in recipe.tokenizer:
@@ -291,6 +400,9 @@ def parse_recipe(raw: Any, source: str = "<memory>") -> Recipe:
         raise NlpipeError(f"{source}: key 'train.mixed_precision': choose no, bf16, fp16 or auto")
     if recipe.train.optimizer not in ("adam", "adamw", "sgd"):
         raise NlpipeError(f"{source}: key 'train.optimizer': choose adam, adamw or sgd")
+    for key, value in recipe.generate.items():
+        if key in GENERATE_LIMITS:
+            GENERATE_LIMITS[key].check(value, f"{source}: key 'generate.{key}'")
     return recipe
 
 

@@ -49,10 +49,13 @@ class Case:
 CONLL = "EU B-ORG\nrejects O\nGerman B-MISC\n\nPeter B-PER\nBlackburn I-PER\n"
 
 
-def _recipe(text: str) -> Callable[[Path], list[str]]:
+def _recipe(text: str, *overrides: str, options: tuple[str, ...] = ()) -> Callable[[Path], list[str]]:
+    """Train recipe ``text`` (written to r.yaml) with ``key=value`` overrides on the sample data into out/."""
+
     def setup(tmp: Path) -> list[str]:
         (tmp / "r.yaml").write_text(text, encoding="utf-8")
-        return ["run", "recipe", str(tmp / "r.yaml"), "--data", "sample", "--output-dir", str(tmp / "out")]
+        return ["run", "recipe", str(tmp / "r.yaml"), *overrides, "--data", "sample", "--output-dir",
+                str(tmp / "out"), *options]
 
     return setup
 
@@ -114,6 +117,26 @@ CATALOGUE: dict[str, Case | tuple] = {
                             ["train.txt:2", "line longer than 1000000 characters"]),
     "empty-predict-text": (lambda tmp: ["predict", str(tmp / "out"), ""], ["text argument, line 1", "empty text"]),
     "run-dir-missing-files": (_run_dir_missing, ["out", "'recipe.yaml' is missing", "rerun it or use --resume"]),
+    # Values out of range (recipe.FIELD_LIMITS, model_registry.model_limit, recipe.GENERATE_LIMITS).
+    "negative-batch-size": (_recipe(GOOD_RECIPE, "train.batch_size=-1"),
+                            ["r.yaml", "key 'train.batch_size'", "-1 is out of range", "[1, 2147483647]"]),
+    "zero-max-steps": (_recipe(GOOD_RECIPE.replace("max_epochs: 1", "max_epochs: 1, max_steps: 0")),
+                       ["r.yaml", "key 'train.max_steps'", "0 is out of range", "[1, "]),
+    "nan-learning-rate": (_recipe(GOOD_RECIPE, "train.learning_rate=.nan"),
+                          ["r.yaml", "key 'train.learning_rate'", "nan is out of range", "> 0 (finite)"]),
+    "negative-learning-rate": (_recipe(GOOD_RECIPE, "train.learning_rate=-0.1"),
+                               ["r.yaml", "key 'train.learning_rate'", "-0.1", "> 0"]),
+    "seed-out-of-range": (_recipe(GOOD_RECIPE, "train.seed=-1"),
+                          ["r.yaml", "key 'train.seed'", "-1 is out of range", "[0, 4294967295]"]),
+    "zero-max-length": (_recipe(GOOD_RECIPE, "data.max_length=0"), ["r.yaml", "key 'data.max_length'", "[1, "]),
+    "zero-hidden-size": (_recipe(GOOD_RECIPE, "model.hidden_size=0"),
+                         ["r.yaml", "key 'model.hidden_size'", "0 is out of range", "[1, "]),
+    "dropout-out-of-range": (_recipe(GOOD_RECIPE, "model.dropout=1.0"),
+                             ["r.yaml", "key 'model.dropout'", "1.0 is out of range", "[0, 1)"]),
+    "zero-eval-batch-size": (_recipe(GOOD_RECIPE, "eval.batch_size=0"), ["r.yaml", "key 'eval.batch_size'"]),
+    "zero-num-beams": (_recipe(GOOD_RECIPE, "generate.num_beams=0"), ["r.yaml", "key 'generate.num_beams'"]),
+    "zero-num-processes": (_recipe(GOOD_RECIPE, options=("--num-processes", "0")),
+                           ["--num-processes 0", "use a value >= 1"]),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,118 @@ def test_every_shipped_recipe_validates_and_names_its_command(name: str) -> None
 def test_parse_recipe_accepts_tokenizer_shorthand() -> None:
     recipe = parse_recipe({**BASE, "tokenizer": "word-level"})
     assert recipe.tokenizer == {"spec": "word-level"}
+
+
+# --------------------------------------------------------------------------- value ranges
+
+
+def _numeric_fields(cls: type) -> list[str]:
+    import dataclasses
+    import typing
+
+    from nlpipe.recipe import _is_numeric_hint
+
+    hints = typing.get_type_hints(cls)
+    return [f.name for f in dataclasses.fields(cls) if _is_numeric_hint(hints[f.name])]
+
+
+def test_every_numeric_recipe_field_declares_its_range() -> None:
+    from nlpipe.recipe import FIELD_LIMITS, DataSection, EvalSection, TrainSection
+    from nlpipe.tokenizer_training import TokenizerSpec
+
+    for cls in (DataSection, TrainSection, EvalSection, TokenizerSpec):
+        missing = [name for name in _numeric_fields(cls) if name not in FIELD_LIMITS.get(cls.__name__, {})]
+        assert not missing, f"{cls.__name__}: declare a range in recipe.FIELD_LIMITS for {missing}"
+
+
+def test_every_numeric_model_setting_has_a_range_rule() -> None:
+    """Each registry config's int/float settings (sizes, dropouts, ids, epsilons) match a `model_limit` rule."""
+    import inspect
+
+    from nlpipe.model_registry import MODELS, _import, config_fields, model_limit
+
+    unruled = []
+    for model_type, entry in MODELS.items():
+        config = _import(entry.config_class)()
+        for name in config_fields(type(config)):
+            value = getattr(config, name, None)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and model_limit(name) is None:
+                unruled.append(f"{model_type}.{name}")
+    assert not unruled, f"add a rule to model_registry._MODEL_LIMIT_RULES for {unruled}"
+    assert inspect.isfunction(model_limit)
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "allowed"),
+    [
+        ("train.batch_size=-1", "train.batch_size", "[1, 2147483647]"),
+        ("train.batch_size=0", "train.batch_size", "[1, "),
+        ("train.max_steps=0", "train.max_steps", "[1, "),
+        ("train.max_epochs=0", "train.max_epochs", "[1, "),
+        ("train.gradient_accumulation_steps=0", "train.gradient_accumulation_steps", "[1, "),
+        ("train.batch_tokens=-5", "train.batch_tokens", "[1, "),
+        ("train.learning_rate=0", "train.learning_rate", "> 0"),
+        ("train.learning_rate=-1e-3", "train.learning_rate", "> 0"),
+        ("train.learning_rate=.inf", "train.learning_rate", "> 0 (finite)"),
+        ("train.learning_rate=nan", "train.learning_rate", "> 0 (finite)"),
+        ("train.max_grad_norm=0", "train.max_grad_norm", "> 0"),
+        ("train.weight_decay=-0.1", "train.weight_decay", ">= 0"),
+        ("train.momentum=1.0", "train.momentum", "[0, 1)"),
+        ("train.warmup_steps=-1", "train.warmup_steps", "[0, "),
+        ("train.seed=-1", "train.seed", "[0, 4294967295]"),
+        ("train.seed=4294967296", "train.seed", "[0, 4294967295]"),
+        ("train.eval_every_steps=0", "train.eval_every_steps", "[1, "),
+        ("train.log_every_steps=0", "train.log_every_steps", "[1, "),
+        ("train.bptt_length=0", "train.bptt_length", "[1, "),
+        ("train.max_train_minutes=0", "train.max_train_minutes", "> 0"),
+        ("data.max_length=0", "data.max_length", "[1, "),
+        ("data.max_length=99999999999999999999", "data.max_length", "[1, 2147483647]"),
+        ("data.max_train_examples=0", "data.max_train_examples", "[1, "),
+        ("eval.batch_size=-2", "eval.batch_size", "[1, "),
+        ("model.hidden_size=0", "model.hidden_size", "[1, "),
+        ("model.embedding_dim=-3", "model.embedding_dim", "[1, "),
+        ("model.num_layers=0", "model.num_layers", "[1, "),
+        ("model.dropout=-0.1", "model.dropout", "[0, 1)"),
+        ("model.embedding_dropout=1", "model.embedding_dropout", "[0, 1)"),
+        ("model.word_dropout=2", "model.word_dropout", "[0, 1)"),
+        ("model.max_word_chars=0", "model.max_word_chars", "[1, "),
+        ("model.initializer_range=0", "model.initializer_range", "> 0"),
+        ("generate.num_beams=0", "generate.num_beams", "[1, "),
+        ("generate.top_p=0", "generate.top_p", "(0, 1]"),
+        ("generate.temperature=-1", "generate.temperature", "> 0"),
+    ],
+)
+def test_values_out_of_range_name_file_key_value_and_range(tmp_path: Path, override: str, key: str,
+                                                            allowed: str) -> None:
+    path = write(tmp_path, BASE)
+    with pytest.raises(NlpipeError) as err:
+        load_recipe(str(path), [override])
+    message = str(err.value)
+    assert message.startswith(f"{path}: key '{key}': ")
+    assert "out of range" in message and allowed in message, message
+    shown = float(message.split(f"key '{key}': ")[1].split(" is out of range")[0])
+    given = float(override.split("=", 1)[1].lstrip("."))
+    assert shown == given or math.isnan(shown) and math.isnan(given), message
+
+
+@pytest.mark.parametrize("model", [
+    {"type": "bert", "num_attention_heads": 0}, {"type": "bert", "hidden_dropout_prob": 1.5},
+    {"type": "bert", "layer_norm_eps": 0}, {"type": "bert", "max_position_embeddings": 0},
+    {"type": "gpt2", "n_layer": 0}, {"type": "gpt2", "attn_pdrop": -0.5}, {"type": "gpt2", "n_positions": -1},
+    {"type": "marian", "d_model": 0}, {"type": "marian", "encoder_layerdrop": 1},
+    {"type": "rnn_seq2seq", "hard_attention_k": 0}, {"type": "rnn_lm", "num_layers": 0},
+])
+def test_model_sizes_of_every_family_are_range_checked(tmp_path: Path, model: dict) -> None:
+    task = {"bert": "token-classification", "gpt2": "causal-lm", "rnn_lm": "causal-lm"}.get(model["type"], "translation")
+    data = {"token-classification": "conll2003", "causal-lm": "ptb", "translation": "multi30k"}[task]
+    path = write(tmp_path, {**BASE, "task": task, "data": {"dataset": data}, "model": model})
+    key = next(k for k in model if k != "type")
+    with pytest.raises(NlpipeError, match=rf"key 'model\.{key}': .* is out of range"):
+        load_recipe(str(path))
+
+
+def test_values_at_the_edges_of_their_range_are_accepted(tmp_path: Path) -> None:
+    path = write(tmp_path, {**BASE, "train": {"batch_size": 1, "seed": 2**32 - 1, "momentum": 0.0, "warmup_steps": 0},
+                            "model": {"type": "rnn_tagger", "dropout": 0.0, "hidden_size": 1}})
+    recipe = load_recipe(str(path))
+    assert recipe.train.seed == 2**32 - 1 and recipe.model["dropout"] == 0.0
