@@ -150,7 +150,23 @@ def validate_model_section(recipe: Any) -> None:
                 f"{recipe.source}: unknown key {shorten('model.' + str(key))} for model '{model_type}' "
                 f"({config_class.__name__}); check the spelling against its documented arguments"
             )
+    _read_yes_no_as_booleans(recipe.model, config_class)
     check_model_values(recipe.model, recipe.source)
+
+
+def _read_yes_no_as_booleans(model: dict[str, Any], config_class: type) -> None:
+    """Turn YAML 1.1's yes/no/on/off (read as strings by `nlpipe.recipe.RecipeLoader`) into booleans for the
+    config's boolean settings, as the recipe sections do (``bidirectional: no``)."""
+    import inspect
+
+    from .recipe import _YAML11_BOOLEANS
+
+    defaults = {name: p.default for name, p in inspect.signature(config_class.__init__).parameters.items()}
+    if dataclasses.is_dataclass(config_class):
+        defaults.update({f.name: f.default for f in dataclasses.fields(config_class)})
+    for key, value in model.items():
+        if isinstance(defaults.get(key), bool) and isinstance(value, str) and value.lower() in _YAML11_BOOLEANS:
+            model[key] = _YAML11_BOOLEANS[value.lower()]
 
 
 def build_config(model_type: str, settings: dict[str, Any], **task_values: Any) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -274,6 +275,134 @@ def resolve_recipe_path(name_or_path: str) -> Path:
     raise NlpipeError(f"unknown recipe '{name_or_path}'; known recipes: {known} (or give a path to a .yaml file)")
 
 
+# --------------------------------------------------------------------------- YAML
+
+MAX_YAML_VALUES = 100_000
+"""Most values (mapping entries, list items, scalars) a YAML document may expand to through its aliases.
+
+A recipe has a few hundred; an alias bomb ("billion laughs") would have billions."""
+
+_YAML11_BOOLEANS = {"yes": True, "no": False, "on": True, "off": False, "y": True, "n": False}
+"""YAML 1.1 words that nlpipe reads as strings, and accepts for a boolean setting."""
+
+
+class YamlDuplicateKey(yaml.YAMLError):
+    """A key given twice in one mapping (PyYAML would silently keep the last)."""
+
+    def __init__(self, key: Any, line: int, first_line: int) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key, self.line, self.first_line = key, line, first_line
+
+
+class YamlTooLarge(yaml.YAMLError):
+    """A document that expands (through aliases or merges) past `MAX_YAML_VALUES`."""
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with three changes for hand-written config files.
+
+    - Booleans are YAML 1.2's ``true``/``false`` only: ``no``, ``yes``, ``on``, ``off`` stay strings
+      (``mixed_precision: no`` is the string ``"no"``; boolean settings accept these words, see
+      `_check_value`). Floats may omit the dot (``1e-3`` is a number, as in YAML 1.2).
+    - A key repeated in one mapping is an error naming both lines (not a silent drop of the first).
+    - ``<<`` merges may not expand a mapping past `MAX_YAML_VALUES` entries.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise YamlDuplicateKey(key, line, seen[key])
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        super().flatten_mapping(node)
+        if len(node.value) > MAX_YAML_VALUES:
+            raise YamlTooLarge(f"'<<' merges expand a mapping to more than {MAX_YAML_VALUES:,} entries")
+
+
+RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
+def _count_values(data: Any) -> int:
+    """How many values ``data`` holds once its shared (aliased) parts are counted at each use.
+
+    Raises:
+        YamlTooLarge: more than `MAX_YAML_VALUES`, or a value that contains itself.
+    """
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def count(value: Any) -> int:
+        if not isinstance(value, (dict, list)):
+            return 1
+        ident = id(value)
+        if ident in sizes:
+            return sizes[ident]
+        if ident in active:
+            raise YamlTooLarge("a YAML alias refers to a value that contains it")
+        active.add(ident)
+        total = 1
+        for item in (value.items() if isinstance(value, dict) else value):
+            total += sum(count(v) for v in item) if isinstance(value, dict) else count(item)
+            if total > MAX_YAML_VALUES:
+                raise YamlTooLarge(f"YAML aliases expand to more than {MAX_YAML_VALUES:,} values (a recipe has hundreds)")
+        active.discard(ident)
+        sizes[ident] = total
+        return total
+
+    return count(data)
+
+
+def _load_yaml(text: str) -> Any:
+    data = yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - RecipeLoader is a SafeLoader
+    _count_values(data)
+    return data
+
+
+def load_yaml_text(text: str, where: str, *, with_line: bool = True) -> Any:
+    """Parse YAML with `RecipeLoader`; every problem is one NlpipeError naming ``where`` (and the line).
+
+    Raises:
+        NlpipeError: malformed YAML, a duplicate key, an alias bomb or a self-referencing value, or
+            nesting too deep to parse.
+    """
+    try:
+        return _load_yaml(text)
+    except YamlDuplicateKey as exc:
+        raise NlpipeError(
+            f"{where}{f':{exc.line}' if with_line else ''}: duplicate key {shorten(exc.key)} (first at line {exc.first_line}); "
+            "give each key once (merge the two sections)"
+        ) from None
+    except YamlTooLarge as exc:
+        raise NlpipeError(
+            f"{where}: {exc}; write the values out instead of using anchors (&name) and aliases (*name)"
+        ) from None
+    except RecursionError:
+        raise NlpipeError(f"{where}: the YAML is nested too deeply to read; a recipe needs a few levels") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None and with_line else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise NlpipeError(
+            f"{where}{line}: malformed YAML ({shorten(problem, 120, quote=False)}); fix the syntax at that line"
+        ) from None
+
+
 # --------------------------------------------------------------------------- parsing + validation
 
 
@@ -281,17 +410,19 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> d
     """Apply ``key.sub=value`` overrides (values parsed as YAML scalars) to a raw recipe dict."""
     for item in overrides:
         if "=" not in item:
-            raise NlpipeError(f"override '{item}': expected key.sub=value, e.g. train.max_epochs=3")
+            raise NlpipeError(f"override {shorten(item)}: expected key.sub=value, e.g. train.max_epochs=3")
         key, text = item.split("=", 1)
         try:
-            value = yaml.safe_load(text) if text != "" else ""
+            value = _load_yaml(text) if text != "" else ""
+        except (YamlDuplicateKey, YamlTooLarge, RecursionError):
+            load_yaml_text(text, f"override {shorten(item)}", with_line=False)  # raises the one-line error
         except yaml.YAMLError:
-            value = text
+            value = text  # not YAML (e.g. "a: b"): the plain text
         node = raw
         parts = key.strip().split(".")
         for part in parts[:-1]:
             if not isinstance(node.get(part, {}), dict):
-                raise NlpipeError(f"override '{item}': '{part}' is not a section in {source}")
+                raise NlpipeError(f"override {shorten(item)}: {shorten(part)} is not a section in {source}")
             node = node.setdefault(part, {})
         node[parts[-1]] = value
     return raw
@@ -331,6 +462,8 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
+        if isinstance(value, str) and value.lower() in _YAML11_BOOLEANS:
+            return _YAML11_BOOLEANS[value.lower()]  # YAML 1.1's yes/no/on/off, read as strings
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -414,13 +547,7 @@ def read_yaml(path: Path) -> Any:
         raise NlpipeError(f"{path}: file not found") from exc
     except UnicodeDecodeError as exc:
         raise NlpipeError(f"{path}: not valid UTF-8; save the file as UTF-8") from exc
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise NlpipeError(f"{path}{line}: malformed YAML ({problem}); fix the syntax at that line") from exc
+    return load_yaml_text(text, str(path))
 
 
 def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import NlpipeError
+from .errors import NlpipeError, shorten
 from .package_data import package_data_dir
 
 KINDS = ("word_level", "wordpiece", "bpe", "byte_level_bpe", "unigram", "sentencepiece")
@@ -96,7 +96,7 @@ def load_spec(name_or_path: str, overrides: dict[str, Any] | None = None, source
         ("template", spec.template, TEMPLATES),
     ):
         if value not in allowed:
-            raise NlpipeError(f"{path}: key '{key}': '{value}' is not one of {', '.join(allowed)}")
+            raise NlpipeError(f"{path}: key '{key}': {shorten(value)} is not one of {', '.join(allowed)}")
     return spec
 
 

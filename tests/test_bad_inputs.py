@@ -135,6 +135,23 @@ CATALOGUE: dict[str, Case | tuple] = {
                              ["r.yaml", "key 'model.dropout'", "1.0 is out of range", "[0, 1)"]),
     "zero-eval-batch-size": (_recipe(GOOD_RECIPE, "eval.batch_size=0"), ["r.yaml", "key 'eval.batch_size'"]),
     "zero-num-beams": (_recipe(GOOD_RECIPE, "generate.num_beams=0"), ["r.yaml", "key 'generate.num_beams'"]),
+    # YAML (recipe.RecipeLoader / load_yaml_text).
+    "duplicate-top-level-key": (_recipe(GOOD_RECIPE + "train: {batch_size: 4}\n"),
+                                ["r.yaml:7", "duplicate key 'train'", "first at line 6", "give each key once"]),
+    "duplicate-nested-key": (_recipe(GOOD_RECIPE.replace("train: {max_epochs: 1}", "train:\n  max_epochs: 1\n"
+                                                         "  batch_size: 2\n  max_epochs: 3")),
+                             ["r.yaml:9", "duplicate key 'max_epochs'", "first at line 7"]),
+    "duplicate-key-in-override": (_recipe(GOOD_RECIPE, "generate={num_beams: 1, num_beams: 2}"),
+                                  ["override 'generate={num_beams: 1, num_beams: 2}'", "duplicate key 'num_beams'"]),
+    "yaml-alias-bomb": (_recipe(GOOD_RECIPE + "".join(
+        f"x{i}: &x{i} [" + ", ".join([f"*x{i - 1}" if i else '"lol"'] * 9) + "]\n" for i in range(9))
+        + "description: *x8\n"), ["r.yaml", "aliases expand to more than 100,000 values", "anchors (&name)"]),
+    "yaml-self-referencing-alias": (_recipe(GOOD_RECIPE, "generate.x=&a [*a]"),
+                                    ["override 'generate.x=&a [*a]'", "refers to a value that contains it"]),
+    "yaml-nested-too-deeply": (_recipe(GOOD_RECIPE + "description: " + "[" * 3000 + "]" * 3000 + "\n"),
+                               ["r.yaml", "nested too deeply"]),
+    "long-value-quoted-briefly": (_recipe(GOOD_RECIPE.replace("max_epochs: 1", "max_epochs: " + "9z" * 50_000)),
+                                  ["r.yaml", "key 'train.max_epochs'", "expected int", "(100,000 characters)"]),
     "zero-num-processes": (_recipe(GOOD_RECIPE, options=("--num-processes", "0")),
                            ["--num-processes 0", "use a value >= 1"]),
 }

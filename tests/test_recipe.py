@@ -39,7 +39,7 @@ def test_valid_recipe_parses_with_typed_sections(tmp_path: Path) -> None:
         ({"trian": {}}, "unknown key 'trian'"),
         ({"train": {"max_epoch": 3}}, "unknown key 'train.max_epoch'"),
         ({"train": {"max_epochs": "three"}}, "key 'train.max_epochs': expected int"),
-        ({"train": {"bucket_by_length": "yes"}}, "key 'train.bucket_by_length': expected bool"),
+        ({"train": {"bucket_by_length": "sometimes"}}, "key 'train.bucket_by_length': expected bool"),
         ({"eval": {"splits": "test"}}, "key 'eval.splits': expected a list"),
         ({"task": "dancing"}, "key 'task': unknown task 'dancing'"),
         ({"model": {"type": "rnn_tagger", "hiden_size": 3}}, "unknown key 'model.hiden_size'"),
@@ -223,3 +223,60 @@ def test_values_at_the_edges_of_their_range_are_accepted(tmp_path: Path) -> None
                             "model": {"type": "rnn_tagger", "dropout": 0.0, "hidden_size": 1}})
     recipe = load_recipe(str(path))
     assert recipe.train.seed == 2**32 - 1 and recipe.model["dropout"] == 0.0
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+def test_yaml_no_yes_off_on_are_strings_where_strings_are_expected(tmp_path: Path) -> None:
+    text = yaml.safe_dump(BASE) + "train:\n  mixed_precision: no\n  bucket_by_length: off\n"
+    recipe = load_recipe(str(write(tmp_path, text)))
+    assert recipe.train.mixed_precision == "no" and recipe.train.bucket_by_length is False
+    recipe = load_recipe(str(write(tmp_path, BASE)), ["train.mixed_precision=no", "train.bucket_by_length=yes",
+                                                      "model.bidirectional=no", "hub.private=on", "name=off"])
+    assert recipe.train.mixed_precision == "no" and recipe.train.bucket_by_length is True
+    assert recipe.model["bidirectional"] is False and recipe.hub.private is True and recipe.name == "off"
+
+
+def test_yaml_exponent_floats_are_numbers_in_free_form_sections(tmp_path: Path) -> None:
+    recipe = load_recipe(str(write(tmp_path, yaml.safe_dump(BASE) + "generate: {temperature: 5e-1}\n")),
+                         ["model.initializer_range=1e-2"])
+    assert recipe.model["initializer_range"] == pytest.approx(0.01) and recipe.generate["temperature"] == 0.5
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("name: a\nname: b\n", r"r\.yaml:2: duplicate key 'name' \(first at line 1\)"),
+    ("train:\n  seed: 1\ntrain:\n  seed: 2\n", r"r\.yaml:3: duplicate key 'train' \(first at line 1\)"),
+    ("model:\n  type: rnn_tagger\n  hidden_size: 8\n  hidden_size: 16\n", r"r\.yaml:4: duplicate key 'hidden_size'"),
+])
+def test_duplicate_yaml_keys_are_errors_naming_the_line(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(NlpipeError, match=message):
+        load_recipe(str(write(tmp_path, text)))
+
+
+def test_yaml_merge_keys_may_override_without_a_duplicate_error() -> None:
+    from nlpipe.recipe import load_yaml_text
+
+    merged = load_yaml_text("a: &d {x: 1, y: 2}\nb:\n  <<: *d\n  y: 3\n", "t.yaml")
+    assert merged["b"] == {"x": 1, "y": 3}
+
+
+@pytest.mark.parametrize("text", [
+    "".join(f"x{i}: &x{i} [" + ", ".join([f"*x{i - 1}" if i else "1"] * 10) + "]\n" for i in range(8)),
+    "a: &a [*a]\n",
+    "a: &a {b: *a}\n",
+    "x: " + "[" * 5000 + "]" * 5000 + "\n",
+])
+def test_yaml_bombs_and_cycles_are_bounded_errors(tmp_path: Path, text: str) -> None:
+    with pytest.raises(NlpipeError) as err:
+        load_recipe(str(write(tmp_path, text)))
+    assert str(err.value).startswith(str(tmp_path / "r.yaml")) and len(str(err.value)) < 300
+
+
+def test_error_messages_quote_at_most_a_few_hundred_characters_of_a_value(tmp_path: Path) -> None:
+    huge = "x" * 1_000_000
+    for override in (f"train.max_epochs={huge}", f"task={huge}", f"model.type={huge}", f"{huge}=1",
+                     f"model.{huge}=1", f"model.hidden_size=[{', '.join(['1'] * 100_000)}]"):
+        with pytest.raises(NlpipeError) as err:
+            load_recipe(str(write(tmp_path, BASE)), [override])
+        assert len(str(err.value)) < 600, str(err.value)[:300]
