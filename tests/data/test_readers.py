@@ -139,7 +139,7 @@ def test_read_conll_converts_iob1_to_iob2(tmp_path, gz):
 
 
 def test_read_conll_label_column_picks_another_column(tmp_path):
-    sentences = read_conll(write(tmp_path / "iob1.txt", CONLL_IOB1), label_column=1)
+    sentences = read_conll(write(tmp_path / "iob1.txt", CONLL_IOB1), label_column=1, iob=False)
     assert sentences[0]["tags"] == ["NNP", "VBZ", "JJ", "NN", "."]
 
 
@@ -269,3 +269,24 @@ def test_read_lines_keeps_empty_lines_and_raw_text(tmp_path):
     assert read_lines(path) == [{"text": " a b "}, {"text": ""}, {"text": " = T = "}]
     with pytest.raises(NlpipeError, match=r"no lines in .*e\.txt"):
         read_lines(write(tmp_path / "e.txt", ""))
+
+
+@pytest.mark.parametrize(("tag", "hint"), [
+    ("b-per", "upper-case (B-per)"), ("X-ORG", "O, B-TYPE or I-TYPE"), ("S-PER", "BIOES"), ("B-", "O, B-TYPE"),
+    ("PER", "O, B-TYPE"), ("NNP", "label_column"), ("o", "O, B-TYPE"),
+])
+def test_read_conll_rejects_tags_that_are_not_iob_naming_file_and_line(tmp_path, tag, hint):
+    path = write(tmp_path / "bad.txt", f"EU B-ORG\nrejects O\n\nPeter {tag}\n")
+    with pytest.raises(NlpipeError) as err:
+        read_conll(path)
+    assert str(err.value).startswith(f"{path}:4: tag '{tag}' is not an IOB tag; ") and hint in str(err.value)
+
+
+def test_read_conll_accepts_iob_tags_with_hyphenated_types(tmp_path):
+    path = write(tmp_path / "ok.txt", "New B-DATE-TIME\nYork I-DATE-TIME\nis O\n")
+    assert read_conll(path)[0]["tags"] == ["B-DATE-TIME", "I-DATE-TIME", "O"]
+
+
+def test_read_conll_iob1_where_a_type_only_has_i_tags_becomes_b_tags(tmp_path):
+    path = write(tmp_path / "iob1.txt", "EU I-ORG\nrejects O\nGerman I-MISC\nBritish I-MISC\n")
+    assert read_conll(path)[0]["tags"] == ["B-ORG", "O", "B-MISC", "I-MISC"]
