@@ -151,7 +151,54 @@ def validate_model_section(recipe: Any) -> None:
                 f"({config_class.__name__}); check the spelling against its documented arguments"
             )
     _read_yes_no_as_booleans(recipe.model, config_class)
+    _check_model_types(recipe.model, config_class, recipe.source)
     check_model_values(recipe.model, recipe.source)
+
+
+_SIMPLE_TYPES: dict[str, Any] = {"int": int, "float": float, "bool": bool, "str": str, "None": None}
+
+
+def _annotation_types(annotation: Any) -> tuple[str, set[Any]] | None:
+    """``("int | None", {int, None})`` for a config field's annotation; None if it is not made of simple types."""
+    text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+    types_: set[Any] = set()
+    for part in (p.strip() for p in text.split("|")):
+        if part in _SIMPLE_TYPES:
+            types_.add(_SIMPLE_TYPES[part])
+        elif part.startswith(("list[", "dict[")):
+            types_.add(list if part.startswith("list") else dict)
+        else:
+            return None  # Literal[...], torch.dtype, ...: left to the config class
+    return text, types_
+
+
+def _check_model_types(model: dict[str, Any], config_class: type, source: str) -> None:
+    """Check each ``model:`` value against its config field's annotation (int, float, bool, str, list, None),
+    so ``hidden_size: [8]`` or ``bidirectional: maybe`` is a one-line error naming the key, not a traceback
+    from inside torch."""
+    annotations: dict[str, Any] = {}
+    for klass in reversed(config_class.__mro__):
+        found = klass.__dict__.get("__annotations__", {})
+        annotations.update(found if isinstance(found, dict) else {})
+    for key, value in model.items():
+        parsed = _annotation_types(annotations[key]) if key in annotations and key != "type" else None
+        if parsed is None:
+            continue
+        text, allowed = parsed
+        if value is None:
+            ok = None in allowed
+        elif isinstance(value, bool):
+            ok = bool in allowed
+        elif isinstance(value, int):
+            ok = int in allowed or float in allowed
+        elif isinstance(value, (float, str, list, dict)):
+            ok = type(value) in allowed
+        else:
+            ok = False
+        if not ok:
+            raise NlpipeError(
+                f"{source}: key 'model.{key}': expected {text}, got {shorten(value)} ({type(value).__name__})"
+            )
 
 
 def _read_yes_no_as_booleans(model: dict[str, Any], config_class: type) -> None:

@@ -536,6 +536,9 @@ def parse_recipe(raw: Any, source: str = "<memory>") -> Recipe:
     for key, value in recipe.generate.items():
         if key in GENERATE_LIMITS:
             GENERATE_LIMITS[key].check(value, f"{source}: key 'generate.{key}'")
+    for key, value in recipe.tokenizer.items():  # early; the spec's own file is checked by load_spec
+        if key in FIELD_LIMITS["TokenizerSpec"]:
+            FIELD_LIMITS["TokenizerSpec"][key].check(value, f"{source}: key 'tokenizer.{key}'")
     return recipe
 
 

@@ -88,6 +88,11 @@ def load_spec(name_or_path: str, overrides: dict[str, Any] | None = None, source
     raw = read_yaml(path) or {}
     if not isinstance(raw, dict):
         raise NlpipeError(f"{path}: a tokenizer spec must be a mapping of keys")
+    from .recipe import FIELD_LIMITS
+
+    for key, value in (overrides or {}).items():  # a recipe's value: name the recipe, not the spec file
+        if key in FIELD_LIMITS["TokenizerSpec"]:
+            FIELD_LIMITS["TokenizerSpec"][key].check(value, f"{source}: key 'tokenizer.{key}'")
     raw.update(overrides or {})
     spec = _build(TokenizerSpec, raw, str(path), "")
     for key, value, allowed in (

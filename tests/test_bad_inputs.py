@@ -138,6 +138,10 @@ CATALOGUE: dict[str, Case | tuple] = {
                          ["r.yaml", "key 'model.hidden_size'", "0 is out of range", "[1, "]),
     "dropout-out-of-range": (_recipe(GOOD_RECIPE, "model.dropout=1.0"),
                              ["r.yaml", "key 'model.dropout'", "1.0 is out of range", "[0, 1)"]),
+    "zero-tokenizer-vocab-size": (_recipe(GOOD_RECIPE, "tokenizer.vocab_size=0"),
+                                  ["r.yaml", "key 'tokenizer.vocab_size'", "0 is out of range"]),
+    "model-setting-wrong-type": (_recipe(GOOD_RECIPE.replace("hidden_size: 8", "hidden_size: [8]")),
+                                 ["r.yaml", "key 'model.hidden_size'", "expected int, got [8] (list)"]),
     "zero-eval-batch-size": (_recipe(GOOD_RECIPE, "eval.batch_size=0"), ["r.yaml", "key 'eval.batch_size'"]),
     "zero-num-beams": (_recipe(GOOD_RECIPE, "generate.num_beams=0"), ["r.yaml", "key 'generate.num_beams'"]),
     # YAML (recipe.RecipeLoader / load_yaml_text).

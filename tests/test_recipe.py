@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -280,3 +281,20 @@ def test_error_messages_quote_at_most_a_few_hundred_characters_of_a_value(tmp_pa
         with pytest.raises(NlpipeError) as err:
             load_recipe(str(write(tmp_path, BASE)), [override])
         assert len(str(err.value)) < 600, str(err.value)[:300]
+
+
+@pytest.mark.parametrize(("model", "expected"), [
+    ({"type": "rnn_tagger", "hidden_size": [8]}, "key 'model.hidden_size': expected int, got [8] (list)"),
+    ({"type": "rnn_tagger", "bidirectional": "maybe"}, "key 'model.bidirectional': expected bool, got 'maybe'"),
+    ({"type": "rnn_tagger", "dropout": "lots"}, "key 'model.dropout': expected float, got 'lots'"),
+    ({"type": "bert", "num_hidden_layers": 2.5}, "key 'model.num_hidden_layers': expected int, got 2.5"),
+])
+def test_model_settings_of_the_wrong_type_name_the_key(tmp_path: Path, model: dict, expected: str) -> None:
+    with pytest.raises(NlpipeError, match=re.escape(expected)):
+        load_recipe(str(write(tmp_path, {**BASE, "model": model})))
+
+
+def test_model_settings_of_union_types_and_ints_for_floats_are_accepted(tmp_path: Path) -> None:
+    path = write(tmp_path, {**BASE, "task": "translation", "data": {"dataset": "multi30k"},
+                            "model": {"type": "rnn_seq2seq", "eos_token_id": [2, 3], "dropout": 0}})
+    assert load_recipe(str(path)).model["eos_token_id"] == [2, 3]
