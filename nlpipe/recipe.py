@@ -533,6 +533,9 @@ def parse_recipe(raw: Any, source: str = "<memory>") -> Recipe:
         raise NlpipeError(f"{source}: key 'train.mixed_precision': choose no, bf16, fp16 or auto")
     if recipe.train.optimizer not in ("adam", "adamw", "sgd"):
         raise NlpipeError(f"{source}: key 'train.optimizer': choose adam, adamw or sgd")
+    for split in recipe.eval.splits:
+        if split not in ("train", "validation", "test"):
+            raise NlpipeError(f"{source}: key 'eval.splits': unknown split {shorten(split)}; use train, validation, test")
     for key, value in recipe.generate.items():
         if key in GENERATE_LIMITS:
             GENERATE_LIMITS[key].check(value, f"{source}: key 'generate.{key}'")

@@ -298,3 +298,8 @@ def test_model_settings_of_union_types_and_ints_for_floats_are_accepted(tmp_path
     path = write(tmp_path, {**BASE, "task": "translation", "data": {"dataset": "multi30k"},
                             "model": {"type": "rnn_seq2seq", "eos_token_id": [2, 3], "dropout": 0}})
     assert load_recipe(str(path)).model["eos_token_id"] == [2, 3]
+
+
+def test_eval_splits_must_be_known_splits(tmp_path: Path) -> None:
+    with pytest.raises(NlpipeError, match=r"key 'eval\.splits': unknown split 'dev'; use train, validation, test"):
+        load_recipe(str(write(tmp_path, BASE)), ["eval.splits=[validation, dev]"])
