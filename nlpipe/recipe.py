@@ -556,6 +556,13 @@ def read_yaml(path: Path) -> Any:
     return load_yaml_text(text, str(path))
 
 
+_TASK_DATA_KINDS = {
+    "token-classification": ("ner",), "translation": ("translation", "summarization"),
+    "summarization": ("summarization", "translation"), "causal-lm": ("lm",),
+}
+"""The catalog kinds (`nlpipe.data.catalog.DatasetSource.kind`) each task reads: same record format."""
+
+
 def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
     """Resolve, read, apply overrides to and validate a recipe. See `resolve_recipe_path`."""
     path = resolve_recipe_path(name_or_path)
@@ -569,6 +576,14 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
     from .model_registry import validate_model_section  # late: registry imports transformers
 
     validate_model_section(recipe)
+    from .data.catalog import get_source
+
+    kind = get_source(recipe.data.dataset, recipe.source).kind  # unknown data set: now, not after loading
+    if kind not in _TASK_DATA_KINDS[recipe.task]:
+        raise NlpipeError(
+            f"{recipe.source}: key 'data.dataset': '{recipe.data.dataset}' holds {kind} data, which task "
+            f"'{recipe.task}' cannot train on; choose a data set of kind {' or '.join(_TASK_DATA_KINDS[recipe.task])}"
+        )
     return recipe
 
 

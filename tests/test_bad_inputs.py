@@ -142,6 +142,8 @@ CATALOGUE: dict[str, Case | tuple] = {
                                   ["r.yaml", "key 'tokenizer.vocab_size'", "0 is out of range"]),
     "model-setting-wrong-type": (_recipe(GOOD_RECIPE.replace("hidden_size: 8", "hidden_size: [8]")),
                                  ["r.yaml", "key 'model.hidden_size'", "expected int, got [8] (list)"]),
+    "dataset-of-another-task": (_recipe(GOOD_RECIPE, "data.dataset=ptb"),
+                                ["r.yaml", "key 'data.dataset'", "'ptb' holds lm data", "choose a data set of kind ner"]),
     "zero-eval-batch-size": (_recipe(GOOD_RECIPE, "eval.batch_size=0"), ["r.yaml", "key 'eval.batch_size'"]),
     "zero-num-beams": (_recipe(GOOD_RECIPE, "generate.num_beams=0"), ["r.yaml", "key 'generate.num_beams'"]),
     # YAML (recipe.RecipeLoader / load_yaml_text).

@@ -303,3 +303,13 @@ def test_model_settings_of_union_types_and_ints_for_floats_are_accepted(tmp_path
 def test_eval_splits_must_be_known_splits(tmp_path: Path) -> None:
     with pytest.raises(NlpipeError, match=r"key 'eval\.splits': unknown split 'dev'; use train, validation, test"):
         load_recipe(str(write(tmp_path, BASE)), ["eval.splits=[validation, dev]"])
+
+
+@pytest.mark.parametrize(("dataset", "message"), [
+    ("conll", r"key 'data\.dataset': unknown data set 'conll'; known: conll2003"),
+    ("multi30k", r"key 'data\.dataset': 'multi30k' holds translation data, which task 'token-classification' cannot"),
+    ("ptb", r"'ptb' holds lm data"),
+])
+def test_data_set_is_checked_with_the_recipe(tmp_path: Path, dataset: str, message: str) -> None:
+    with pytest.raises(NlpipeError, match=message):
+        load_recipe(str(write(tmp_path, {**BASE, "data": {"dataset": dataset}})))
