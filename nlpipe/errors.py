@@ -32,7 +32,10 @@ def shorten(value: object, limit: int = MAX_VALUE_CHARS, *, quote: bool = True) 
     brief.maxlist = brief.maxtuple = brief.maxdict = brief.maxset = 10
     brief.maxlevel = 3
     brief.maxlong = 60
-    text = brief.repr(value)
+    try:
+        text = brief.repr(value)
+    except (ValueError, RecursionError):  # an int of more than 4300 digits, a pathological object
+        return f"<a {type(value).__name__} too large to show>"
     if len(text) <= limit:
         return text
     return f"{text[: limit - 20]}…{text[-10:]} ({len(text):,} characters)"

@@ -168,7 +168,10 @@ class Limit:
 
     def allows(self, value: float) -> bool:
         """Whether ``value`` is finite and in the range."""
-        if not math.isfinite(value):
+        try:
+            if not math.isfinite(value):
+                return False
+        except OverflowError:  # an int beyond any float: settings are turned into floats later
             return False
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False
@@ -394,6 +397,10 @@ def load_yaml_text(text: str, where: str, *, with_line: bool = True) -> Any:
         ) from None
     except RecursionError:
         raise NlpipeError(f"{where}: the YAML is nested too deeply to read; a recipe needs a few levels") from None
+    except (ValueError, OverflowError) as exc:  # PyYAML's constructors: a 5000-digit int, a date like 2024-13-45
+        raise NlpipeError(
+            f"{where}: a value cannot be read ({shorten(str(exc), 100, quote=False)}); quote it to keep it as text"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None and with_line else ""
@@ -414,7 +421,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> d
         key, text = item.split("=", 1)
         try:
             value = _load_yaml(text) if text != "" else ""
-        except (YamlDuplicateKey, YamlTooLarge, RecursionError):
+        except (YamlDuplicateKey, YamlTooLarge, RecursionError, ValueError, OverflowError):
             load_yaml_text(text, f"override {shorten(item)}", with_line=False)  # raises the one-line error
         except yaml.YAMLError:
             value = text  # not YAML (e.g. "a: b"): the plain text
@@ -466,7 +473,10 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
             return _YAML11_BOOLEANS[value.lower()]  # YAML 1.1's yes/no/on/off, read as strings
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:
+                pass  # an int beyond any float: the error below
         if isinstance(value, str):
             try:
                 return float(value)  # YAML 1.1 reads "1e-3" as a string

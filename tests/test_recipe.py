@@ -313,3 +313,13 @@ def test_eval_splits_must_be_known_splits(tmp_path: Path) -> None:
 def test_data_set_is_checked_with_the_recipe(tmp_path: Path, dataset: str, message: str) -> None:
     with pytest.raises(NlpipeError, match=message):
         load_recipe(str(write(tmp_path, {**BASE, "data": {"dataset": dataset}})))
+
+
+@pytest.mark.parametrize("override", [
+    "train.batch_size=1" + "0" * 400, "train.learning_rate=1" + "0" * 400, "model.initializer_range=1" + "0" * 400,
+    "train.batch_size=1" + "0" * 5000, "description=2024-13-45",
+])
+def test_huge_numbers_and_unreadable_values_are_one_line_errors(tmp_path: Path, override: str) -> None:
+    with pytest.raises(NlpipeError) as err:
+        load_recipe(str(write(tmp_path, BASE)), [override])
+    assert len(str(err.value)) < 600 and "\n" not in str(err.value)
