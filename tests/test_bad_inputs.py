@@ -240,3 +240,22 @@ def test_catalogue_is_documented() -> None:
     table = (Path(__file__).resolve().parents[1] / "docs" / "errors.md").read_text(encoding="utf-8")
     for row in CATALOGUE:
         assert f"`{row}`" in table, f"docs/errors.md lacks the row {row}"
+
+
+def test_snapshot_sees_every_change_outside_the_run_folder(tmp_path: Path) -> None:
+    """The harness itself can fail: an added, removed, changed or re-linked file outside the run folder shows."""
+    (tmp_path / "thesis.tex").write_text("chapter 1")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("a")
+    (tmp_path / "link").symlink_to(tmp_path / "thesis.tex")
+    (tmp_path / "out").mkdir()
+    before = _snapshot(tmp_path, skip=tmp_path / "out")
+    (tmp_path / "out" / "model.safetensors").write_text("inside the run folder: not counted")
+    assert _diff(before, _snapshot(tmp_path, skip=tmp_path / "out")) == []
+    (tmp_path / "thesis.tex").write_text("chapter 2")
+    (tmp_path / "notes" / "a.txt").unlink()
+    (tmp_path / "notes" / "b.txt").write_text("b")
+    (tmp_path / "link").unlink()
+    (tmp_path / "link").symlink_to(tmp_path / "notes")
+    assert _diff(before, _snapshot(tmp_path, skip=tmp_path / "out")) == [
+        "added notes/b.txt", "changed link", "changed thesis.tex", "removed notes/a.txt"]
