@@ -103,6 +103,8 @@ def run_recipe_cli(
     no_progress: NoProgressOpt = False,
 ) -> None:
     """Train and evaluate a recipe, writing a Hub-ready run folder."""
+    if num_processes < 1:
+        raise NlpipeError(f"--num-processes {num_processes}: use a value >= 1 (processes to train with)")
     _progress(no_progress)
     if num_processes > 1 and "WORLD_SIZE" not in os.environ:
         _relaunch_distributed(num_processes)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import NlpipeError
+from .errors import NlpipeError, shorten
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,40 @@ MODELS: dict[str, ModelEntry] = {
 }
 
 
+# Model configs are transformers' own classes as well as nlpipe's, so their numeric settings get their range
+# from the name, the way transformers names them; the first matching rule wins. A test checks that every
+# numeric setting of every registry config matches a rule.
+_MODEL_LIMIT_RULES: tuple[tuple[str, str], ...] = (
+    (r"dropout|pdrop|layerdrop", "PROBABILITY"),
+    (r"_token_id$", "TOKEN_ID"),
+    (r"eps$|epsilon$|^initializer_range$|^init_std$", "POSITIVE"),
+    (r"^chunk_size_feed_forward$", "OPTIONAL_COUNT"),
+    (r"(_size|_dim|_layers|_heads|_embeddings|_chars|_length|_k)$|^(n|num)_|^d_model$", "COUNT"),
+)
+
+
+def model_limit(key: str) -> Any:
+    """The allowed range (a `nlpipe.recipe.Limit`) of numeric model setting ``key``, or None if no rule names it."""
+    from . import recipe
+
+    named = {"TOKEN_ID": recipe.Limit(0, recipe.MAX_COUNT)}
+    for pattern, limit in _MODEL_LIMIT_RULES:
+        if re.search(pattern, key):
+            return named.get(limit) or getattr(recipe, limit)
+    return None
+
+
+def check_model_values(model: dict[str, Any], source: str) -> None:
+    """Range-check the numeric settings of a recipe's ``model:`` section (counts >= 1, dropout in [0, 1), ...).
+
+    Numbers no rule names must still be finite. Raises an NlpipeError naming the file, key, value and range.
+    """
+    from .recipe import Limit
+
+    for key, value in model.items():
+        (model_limit(key) or Limit()).check(value, f"{source}: key 'model.{key}'")
+
+
 def _import(path: str) -> Any:
     module, name = path.split(":")
     return getattr(importlib.import_module(module), name)
@@ -83,8 +117,10 @@ def _import(path: str) -> Any:
 
 def get_entry(model_type: str, source: str = "recipe") -> ModelEntry:
     """Look up a registry name; unknown names are an NlpipeError listing the known ones."""
-    if model_type not in MODELS:
-        raise NlpipeError(f"{source}: key 'model.type': unknown model '{model_type}'; known: {', '.join(MODELS)}")
+    if not isinstance(model_type, str) or model_type not in MODELS:
+        raise NlpipeError(
+            f"{source}: key 'model.type': unknown model {shorten(model_type)}; known: {', '.join(MODELS)}"
+        )
     return MODELS[model_type]
 
 
@@ -195,16 +231,75 @@ def validate_model_section(recipe: Any) -> None:
             f"(it does {', '.join(entry.tasks)})"
         )
     try:
-        valid = {f["name"] for f in model_fields(model_type)}
+        fields = {f["name"]: f for f in model_fields(model_type)}
     except (ImportError, AttributeError) as exc:
         raise NlpipeError(f"{recipe.source}: key 'model.type': model '{model_type}' is not available ({exc})") from exc
     class_name = entry.config_class.rsplit(":", 1)[1]
     for key in recipe.model:
-        if key not in ("type", "init_from") and key not in valid:
+        if key not in ("type", "init_from") and key not in fields:
             raise NlpipeError(
-                f"{recipe.source}: unknown key 'model.{key}' for model '{model_type}' "
+                f"{recipe.source}: unknown key {shorten('model.' + str(key))} for model '{model_type}' "
                 f"({class_name}); check the spelling against its documented arguments"
             )
+    # Types and defaults come from the field index too, so `recipes validate` never imports torch.
+    _read_yes_no_as_booleans(recipe.model, fields)
+    _check_model_types(recipe.model, fields, recipe.source)
+    check_model_values(recipe.model, recipe.source)
+
+
+_SIMPLE_TYPES: dict[str, Any] = {"int": int, "float": float, "bool": bool, "str": str, "None": None}
+
+
+def _annotation_types(annotation: Any) -> tuple[str, set[Any]] | None:
+    """``("int | None", {int, None})`` for a config field's annotation; None if it is not made of simple types."""
+    text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+    types_: set[Any] = set()
+    for part in (p.strip() for p in text.split("|")):
+        if part in _SIMPLE_TYPES:
+            types_.add(_SIMPLE_TYPES[part])
+        elif part.startswith(("list[", "dict[")):
+            types_.add(list if part.startswith("list") else dict)
+        else:
+            return None  # Literal[...], torch.dtype, ...: left to the config class
+    return text, types_
+
+
+def _check_model_types(model: dict[str, Any], fields: dict[str, dict[str, Any]], source: str) -> None:
+    """Check each ``model:`` value against its config field's annotation (int, float, bool, str, list, None),
+    so ``hidden_size: [8]`` or ``bidirectional: maybe`` is a one-line error naming the key, not a traceback
+    from inside torch. `fields` is `model_fields` by name (the annotation text is its ``type``)."""
+    annotations = {name: f["type"] for name, f in fields.items() if f.get("type")}
+    for key, value in model.items():
+        parsed = _annotation_types(annotations[key]) if key in annotations and key != "type" else None
+        if parsed is None:
+            continue
+        text, allowed = parsed
+        if value is None:
+            ok = None in allowed
+        elif isinstance(value, bool):
+            ok = bool in allowed
+        elif isinstance(value, int):
+            ok = int in allowed or float in allowed
+        elif isinstance(value, (float, str, list, dict)):
+            ok = type(value) in allowed
+        else:
+            ok = False
+        if not ok:
+            raise NlpipeError(
+                f"{source}: key 'model.{key}': expected {text}, got {shorten(value)} ({type(value).__name__})"
+            )
+
+
+def _read_yes_no_as_booleans(model: dict[str, Any], fields: dict[str, dict[str, Any]]) -> None:
+    """Turn YAML 1.1's yes/no/on/off (read as strings by `nlpipe.recipe.RecipeLoader`) into booleans for the
+    config's boolean settings, as the recipe sections do (``bidirectional: no``)."""
+    from .recipe import _YAML11_BOOLEANS
+
+    for key, value in model.items():
+        field = fields.get(key, {})
+        is_bool = isinstance(field.get("default"), bool) or str(field.get("type", "")).split("|")[0].strip() == "bool"
+        if is_bool and isinstance(value, str) and value.lower() in _YAML11_BOOLEANS:
+            model[key] = _YAML11_BOOLEANS[value.lower()]
 
 
 def build_config(model_type: str, settings: dict[str, Any], **task_values: Any) -> Any:

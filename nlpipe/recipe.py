@@ -7,6 +7,8 @@ A recipe is data; `nlpipe.run.run_recipe` is the code that runs it. Every proble
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from .errors import NlpipeError
+from .errors import NlpipeError, shorten
 from .package_data import package_data_dir
 from .run_folder import check_run_name
 
@@ -174,6 +176,115 @@ class Recipe:
         return out
 
 
+# --------------------------------------------------------------------------- value ranges
+
+MAX_COUNT = 2**31 - 1
+"""Largest count/size accepted anywhere (beyond it torch, numpy and the Rust tokenizers overflow)."""
+MAX_SEED = 2**32 - 1
+"""numpy's ``np.random.seed`` (called by accelerate's ``set_seed``) takes seeds in [0, 2**32 - 1]."""
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The allowed range of a numeric setting; every number must also be finite (no nan/inf)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    """True: the value must be > low (else >= low)."""
+    high_open: bool = False
+    """True: the value must be < high (else <= high)."""
+
+    def describe(self) -> str:
+        """The range in words: ``in [1, 2147483647]``, ``in [0, 1)``, ``> 0 (finite)``."""
+
+        def num(x: float) -> str:
+            return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+        if self.low is not None and self.high is not None:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            return f"in {left}{num(self.low)}, {num(self.high)}{right}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {num(self.low)} (finite)"
+        if self.high is not None:
+            return f"{'<' if self.high_open else '<='} {num(self.high)} (finite)"
+        return "that is a finite number"
+
+    def allows(self, value: float) -> bool:
+        """Whether ``value`` is finite and in the range."""
+        try:
+            if not math.isfinite(value):
+                return False
+        except OverflowError:  # an int beyond any float: settings are turned into floats later
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return not (self.high is not None and (value >= self.high if self.high_open else value > self.high))
+
+    def check(self, value: Any, where: str) -> None:
+        """Raise an NlpipeError naming ``where`` (file and key), the value and the range if it is outside."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return  # types are checked elsewhere
+        if not self.allows(value):
+            raise NlpipeError(f"{where}: {shorten(value)} is out of range; use a value {self.describe()}")
+
+
+COUNT = Limit(1, MAX_COUNT)
+"""A count or size: an integer >= 1."""
+OPTIONAL_COUNT = Limit(0, MAX_COUNT)
+"""A count where 0 means none (warmup steps, n-gram sizes)."""
+PROBABILITY = Limit(0, 1, high_open=True)
+"""A dropout-like rate in [0, 1)."""
+POSITIVE = Limit(0, low_open=True)
+"""A finite number > 0 (learning rate, minutes, norms, epsilons)."""
+NON_NEGATIVE = Limit(0)
+"""A finite number >= 0."""
+SEED = Limit(0, MAX_SEED)
+
+FIELD_LIMITS: dict[str, dict[str, Limit]] = {
+    "DataSection": {
+        "max_train_examples": COUNT, "max_eval_examples": COUNT, "max_length": COUNT, "max_target_length": COUNT,
+    },
+    "TrainSection": {
+        "max_epochs": COUNT, "max_steps": COUNT, "max_train_minutes": POSITIVE, "batch_size": COUNT,
+        "batch_tokens": COUNT, "gradient_accumulation_steps": COUNT, "learning_rate": POSITIVE,
+        "momentum": PROBABILITY, "weight_decay": NON_NEGATIVE, "warmup_steps": OPTIONAL_COUNT,
+        "max_grad_norm": POSITIVE, "eval_every_steps": COUNT, "early_stopping_patience": COUNT, "seed": SEED,
+        "log_every_steps": COUNT, "checkpoint_every_steps": COUNT, "bptt_length": COUNT,
+    },
+    "EvalSection": {"batch_size": COUNT},
+    "TokenizerSpec": {"vocab_size": COUNT, "min_frequency": COUNT, "model_max_length": COUNT},
+}
+"""Section class name → field → allowed range, checked by `_build` for every numeric field.
+
+Every ``int``/``float`` field of a section must have an entry (tests/test_recipe.py enforces it), so a
+new setting cannot silently skip range checking.
+"""
+
+GENERATE_LIMITS: dict[str, Limit] = {
+    "num_beams": COUNT, "validation_num_beams": COUNT, "max_new_tokens": COUNT, "min_new_tokens": OPTIONAL_COUNT,
+    "max_length": COUNT, "min_length": OPTIONAL_COUNT, "no_repeat_ngram_size": OPTIONAL_COUNT,
+    "top_k": COUNT, "top_p": Limit(0, 1, low_open=True), "temperature": POSITIVE, "length_penalty": Limit(),
+    "repetition_penalty": POSITIVE, "num_return_sequences": COUNT, "eval_chunk_length": COUNT,
+    "perplexity_window": COUNT, "perplexity_stride": COUNT,
+}
+"""Ranges of the ``generate:`` settings nlpipe and ``generate()`` read (other keys are the task's business)."""
+
+
+def limit_for(cls: type, name: str) -> Limit:
+    """The declared range of numeric field ``name`` of section ``cls`` (undeclared: any finite number)."""
+    return FIELD_LIMITS.get(cls.__name__, {}).get(name, Limit())
+
+
+def _is_numeric_hint(tp: Any) -> bool:
+    """True for int, float and optional/union forms of them (the fields that need a range)."""
+    if tp in (int, float):
+        return True
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return any(_is_numeric_hint(t) for t in typing.get_args(tp))
+    return False
+
+
 # --------------------------------------------------------------------------- locating recipes
 
 
@@ -211,6 +322,138 @@ def resolve_recipe_path(name_or_path: str) -> Path:
     raise NlpipeError(f"unknown recipe '{name_or_path}'; known recipes: {known} (or give a path to a .yaml file)")
 
 
+# --------------------------------------------------------------------------- YAML
+
+MAX_YAML_VALUES = 100_000
+"""Most values (mapping entries, list items, scalars) a YAML document may expand to through its aliases.
+
+A recipe has a few hundred; an alias bomb ("billion laughs") would have billions."""
+
+_YAML11_BOOLEANS = {"yes": True, "no": False, "on": True, "off": False, "y": True, "n": False}
+"""YAML 1.1 words that nlpipe reads as strings, and accepts for a boolean setting."""
+
+
+class YamlDuplicateKey(yaml.YAMLError):
+    """A key given twice in one mapping (PyYAML would silently keep the last)."""
+
+    def __init__(self, key: Any, line: int, first_line: int) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key, self.line, self.first_line = key, line, first_line
+
+
+class YamlTooLarge(yaml.YAMLError):
+    """A document that expands (through aliases or merges) past `MAX_YAML_VALUES`."""
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with three changes for hand-written config files.
+
+    - Booleans are YAML 1.2's ``true``/``false`` only: ``no``, ``yes``, ``on``, ``off`` stay strings
+      (``mixed_precision: no`` is the string ``"no"``; boolean settings accept these words, see
+      `_check_value`). Floats may omit the dot (``1e-3`` is a number, as in YAML 1.2).
+    - A key repeated in one mapping is an error naming both lines (not a silent drop of the first).
+    - ``<<`` merges may not expand a mapping past `MAX_YAML_VALUES` entries.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise YamlDuplicateKey(key, line, seen[key])
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        super().flatten_mapping(node)
+        if len(node.value) > MAX_YAML_VALUES:
+            raise YamlTooLarge(f"'<<' merges expand a mapping to more than {MAX_YAML_VALUES:,} entries")
+
+
+RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
+def _count_values(data: Any) -> int:
+    """How many values ``data`` holds once its shared (aliased) parts are counted at each use.
+
+    Raises:
+        YamlTooLarge: more than `MAX_YAML_VALUES`, or a value that contains itself.
+    """
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def count(value: Any) -> int:
+        if not isinstance(value, (dict, list)):
+            return 1
+        ident = id(value)
+        if ident in sizes:
+            return sizes[ident]
+        if ident in active:
+            raise YamlTooLarge("a YAML alias refers to a value that contains it")
+        active.add(ident)
+        total = 1
+        for item in (value.items() if isinstance(value, dict) else value):
+            total += sum(count(v) for v in item) if isinstance(value, dict) else count(item)
+            if total > MAX_YAML_VALUES:
+                raise YamlTooLarge(f"YAML aliases expand to more than {MAX_YAML_VALUES:,} values (a recipe has hundreds)")
+        active.discard(ident)
+        sizes[ident] = total
+        return total
+
+    return count(data)
+
+
+def _load_yaml(text: str) -> Any:
+    data = yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - RecipeLoader is a SafeLoader
+    _count_values(data)
+    return data
+
+
+def load_yaml_text(text: str, where: str, *, with_line: bool = True) -> Any:
+    """Parse YAML with `RecipeLoader`; every problem is one NlpipeError naming ``where`` (and the line).
+
+    Raises:
+        NlpipeError: malformed YAML, a duplicate key, an alias bomb or a self-referencing value, or
+            nesting too deep to parse.
+    """
+    try:
+        return _load_yaml(text)
+    except YamlDuplicateKey as exc:
+        raise NlpipeError(
+            f"{where}{f':{exc.line}' if with_line else ''}: duplicate key {shorten(exc.key)} (first at line {exc.first_line}); "
+            "give each key once (merge the two sections)"
+        ) from None
+    except YamlTooLarge as exc:
+        raise NlpipeError(
+            f"{where}: {exc}; write the values out instead of using anchors (&name) and aliases (*name)"
+        ) from None
+    except RecursionError:
+        raise NlpipeError(f"{where}: the YAML is nested too deeply to read; a recipe needs a few levels") from None
+    except (ValueError, OverflowError) as exc:  # PyYAML's constructors: a 5000-digit int, a date like 2024-13-45
+        raise NlpipeError(
+            f"{where}: a value cannot be read ({shorten(str(exc), 100, quote=False)}); quote it to keep it as text"
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None and with_line else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise NlpipeError(
+            f"{where}{line}: malformed YAML ({shorten(problem, 120, quote=False)}); fix the syntax at that line"
+        ) from None
+
+
 # --------------------------------------------------------------------------- parsing + validation
 
 
@@ -218,17 +461,19 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> d
     """Apply ``key.sub=value`` overrides (values parsed as YAML scalars) to a raw recipe dict."""
     for item in overrides:
         if "=" not in item:
-            raise NlpipeError(f"override '{item}': expected key.sub=value, e.g. train.max_epochs=3")
+            raise NlpipeError(f"override {shorten(item)}: expected key.sub=value, e.g. train.max_epochs=3")
         key, text = item.split("=", 1)
         try:
-            value = yaml.safe_load(text) if text != "" else ""
+            value = _load_yaml(text) if text != "" else ""
+        except (YamlDuplicateKey, YamlTooLarge, RecursionError, ValueError, OverflowError):
+            load_yaml_text(text, f"override {shorten(item)}", with_line=False)  # raises the one-line error
         except yaml.YAMLError:
-            value = text
+            value = text  # not YAML (e.g. "a: b"): the plain text
         node = raw
         parts = key.strip().split(".")
         for part in parts[:-1]:
             if not isinstance(node.get(part, {}), dict):
-                raise NlpipeError(f"override '{item}': '{part}' is not a section in {source}")
+                raise NlpipeError(f"override {shorten(item)}: {shorten(part)} is not a section in {source}")
             node = node.setdefault(part, {})
         node[parts[-1]] = value
     return raw
@@ -256,21 +501,26 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
         raise errors[0]
     if origin is list:
         if not isinstance(value, list):
-            raise NlpipeError(f"{where}: expected a list, got {value!r}")
+            raise NlpipeError(f"{where}: expected a list, got {shorten(value)}")
         (item_tp,) = typing.get_args(tp)
         return [_check_value(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise NlpipeError(f"{where}: expected a mapping, got {value!r}")
+            raise NlpipeError(f"{where}: expected a mapping, got {shorten(value)}")
         return value
     if tp is Any:
         return value
     if tp is bool:
         if isinstance(value, bool):
             return value
+        if isinstance(value, str) and value.lower() in _YAML11_BOOLEANS:
+            return _YAML11_BOOLEANS[value.lower()]  # YAML 1.1's yes/no/on/off, read as strings
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:
+                pass  # an int beyond any float: the error below
         if isinstance(value, str):
             try:
                 return float(value)  # YAML 1.1 reads "1e-3" as a string
@@ -284,20 +534,20 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
             return value
     elif isinstance(value, tp):
         return value
-    raise NlpipeError(f"{where}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    raise NlpipeError(f"{where}: expected {_type_name(tp)}, got {shorten(value)} ({type(value).__name__})")
 
 
 def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
     """Build a section dataclass from raw YAML, rejecting unknown keys and missing required ones."""
     label = prefix.rstrip(".") or "(top level)"
     if not isinstance(raw, dict):
-        raise NlpipeError(f"{source}: key '{label}': expected a mapping, got {raw!r}")
+        raise NlpipeError(f"{source}: key '{label}': expected a mapping, got {shorten(raw)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
-    unknown = sorted(set(raw) - set(fields))
+    unknown = sorted(set(raw) - set(fields), key=str)
     if unknown:
         raise NlpipeError(
-            f"{source}: unknown key '{prefix}{unknown[0]}'; valid keys here: {', '.join(fields)}"
+            f"{source}: unknown key {shorten(f'{prefix}{unknown[0]}')}; valid keys here: {', '.join(fields)}"
         )
     kwargs = {}
     for name, f in fields.items():
@@ -312,6 +562,8 @@ def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
             kwargs[name] = _build(tp, raw[name], source, f"{key}.")
         else:
             kwargs[name] = _check_value(raw[name], tp, f"{source}: key '{key}'")
+            if _is_numeric_hint(tp):
+                limit_for(cls, name).check(kwargs[name], f"{source}: key '{key}'")
     return cls(**kwargs)
 
 
@@ -327,7 +579,7 @@ def parse_recipe(raw: Any, source: str = "<memory>") -> Recipe:
     recipe.source = source
     check_run_name(recipe.name, source)
     if recipe.task not in TASKS:
-        raise NlpipeError(f"{source}: key 'task': unknown task '{recipe.task}'; choose one of {', '.join(TASKS)}")
+        raise NlpipeError(f"{source}: key 'task': unknown task {shorten(recipe.task)}; choose one of {', '.join(TASKS)}")
     if "type" not in recipe.model:
         raise NlpipeError(f"{source}: missing required key 'model.type' (e.g. rnn_tagger, bert, rnn_seq2seq)")
     if "spec" not in recipe.tokenizer:
@@ -343,6 +595,15 @@ def parse_recipe(raw: Any, source: str = "<memory>") -> Recipe:
     from .training.budget import check_budget
 
     check_budget(recipe.train, source)
+    for split in recipe.eval.splits:
+        if split not in ("train", "validation", "test"):
+            raise NlpipeError(f"{source}: key 'eval.splits': unknown split {shorten(split)}; use train, validation, test")
+    for key, value in recipe.generate.items():
+        if key in GENERATE_LIMITS:
+            GENERATE_LIMITS[key].check(value, f"{source}: key 'generate.{key}'")
+    for key, value in recipe.tokenizer.items():  # early; the spec's own file is checked by load_spec
+        if key in FIELD_LIMITS["TokenizerSpec"]:
+            FIELD_LIMITS["TokenizerSpec"][key].check(value, f"{source}: key 'tokenizer.{key}'")
     return recipe
 
 
@@ -358,14 +619,17 @@ def read_yaml(path: Path) -> Any:
 
 
 def parse_yaml(text: str, source: str) -> Any:
-    """Parse YAML text; malformed YAML is an NlpipeError naming the source and line."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise NlpipeError(f"{source}{line}: malformed YAML ({problem}); fix the syntax at that line") from exc
+    """Parse recipe YAML text (a file's or stdin's) with `RecipeLoader`; problems name `source` and the line."""
+    return load_yaml_text(text, source)
+
+
+_TASK_DATA_KINDS = {
+    "token-classification": ("ner",), "translation": ("translation", "summarization"),
+    "summarization": ("summarization", "translation"), "causal-lm": ("lm",),
+    # pretraining reads the text of any training split, labels dropped (tasks/masked_lm.py)
+    "masked-lm": ("ner", "translation", "summarization", "lm"),
+}
+"""The catalog kinds (`nlpipe.data.catalog.DatasetSource.kind`) each task reads: same record format."""
 
 
 def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
@@ -386,6 +650,14 @@ def recipe_from_yaml(raw: Any, source: str, overrides: list[str] | None = None) 
     from .model_registry import validate_model_section  # late: registry imports transformers
 
     validate_model_section(recipe)
+    from .data.catalog import get_source
+
+    kind = get_source(recipe.data.dataset, recipe.source).kind  # unknown data set: now, not after loading
+    if kind not in _TASK_DATA_KINDS[recipe.task]:
+        raise NlpipeError(
+            f"{recipe.source}: key 'data.dataset': '{recipe.data.dataset}' holds {kind} data, which task "
+            f"'{recipe.task}' cannot train on; choose a data set of kind {' or '.join(_TASK_DATA_KINDS[recipe.task])}"
+        )
     return recipe
 
 

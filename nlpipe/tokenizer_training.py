@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import NlpipeError
+from .errors import NlpipeError, shorten
 from .package_data import package_data_dir
 
 KINDS = ("word_level", "wordpiece", "bpe", "byte_level_bpe", "unigram", "sentencepiece")
@@ -93,6 +93,11 @@ def load_spec(name_or_path: str, overrides: dict[str, Any] | None = None, source
     raw = read_yaml(path) or {}
     if not isinstance(raw, dict):
         raise NlpipeError(f"{path}: a tokenizer spec must be a mapping of keys")
+    from .recipe import FIELD_LIMITS
+
+    for key, value in (overrides or {}).items():  # a recipe's value: name the recipe, not the spec file
+        if key in FIELD_LIMITS["TokenizerSpec"]:
+            FIELD_LIMITS["TokenizerSpec"][key].check(value, f"{source}: key 'tokenizer.{key}'")
     raw.update(overrides or {})
     spec = _build(TokenizerSpec, raw, str(path), "")
     for key, value, allowed in (
@@ -101,7 +106,7 @@ def load_spec(name_or_path: str, overrides: dict[str, Any] | None = None, source
         ("template", spec.template, TEMPLATES),
     ):
         if value not in allowed:
-            raise NlpipeError(f"{path}: key '{key}': '{value}' is not one of {', '.join(allowed)}")
+            raise NlpipeError(f"{path}: key '{key}': {shorten(value)} is not one of {', '.join(allowed)}")
     return spec
 
 

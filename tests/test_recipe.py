@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 
 import pytest
@@ -38,7 +40,7 @@ def test_valid_recipe_parses_with_typed_sections(tmp_path: Path) -> None:
         ({"trian": {}}, "unknown key 'trian'"),
         ({"train": {"max_epoch": 3}}, "unknown key 'train.max_epoch'"),
         ({"train": {"max_epochs": "three"}}, "key 'train.max_epochs': expected int"),
-        ({"train": {"bucket_by_length": "yes"}}, "key 'train.bucket_by_length': expected bool"),
+        ({"train": {"bucket_by_length": "sometimes"}}, "key 'train.bucket_by_length': expected bool"),
         ({"eval": {"splits": "test"}}, "key 'eval.splits': expected a list"),
         ({"task": "dancing"}, "key 'task': unknown task 'dancing'"),
         ({"model": {"type": "rnn_tagger", "hiden_size": 3}}, "unknown key 'model.hiden_size'"),
@@ -107,3 +109,217 @@ def test_every_shipped_recipe_validates_and_names_its_command(name: str) -> None
 def test_parse_recipe_accepts_tokenizer_shorthand() -> None:
     recipe = parse_recipe({**BASE, "tokenizer": "word-level"})
     assert recipe.tokenizer == {"spec": "word-level"}
+
+
+# --------------------------------------------------------------------------- value ranges
+
+
+def _numeric_fields(cls: type) -> list[str]:
+    import dataclasses
+    import typing
+
+    from nlpipe.recipe import _is_numeric_hint
+
+    hints = typing.get_type_hints(cls)
+    return [f.name for f in dataclasses.fields(cls) if _is_numeric_hint(hints[f.name])]
+
+
+def test_every_numeric_recipe_field_declares_its_range() -> None:
+    from nlpipe.recipe import FIELD_LIMITS, DataSection, EvalSection, TrainSection
+    from nlpipe.tokenizer_training import TokenizerSpec
+
+    for cls in (DataSection, TrainSection, EvalSection, TokenizerSpec):
+        missing = [name for name in _numeric_fields(cls) if name not in FIELD_LIMITS.get(cls.__name__, {})]
+        assert not missing, f"{cls.__name__}: declare a range in recipe.FIELD_LIMITS for {missing}"
+
+
+def test_every_numeric_model_setting_has_a_range_rule() -> None:
+    """Each registry config's int/float settings (sizes, dropouts, ids, epsilons) match a `model_limit` rule."""
+    import inspect
+
+    from nlpipe.model_registry import MODELS, _import, config_fields, model_limit
+
+    unruled = []
+    for model_type, entry in MODELS.items():
+        config = _import(entry.config_class)()
+        for name in config_fields(type(config)):
+            value = getattr(config, name, None)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and model_limit(name) is None:
+                unruled.append(f"{model_type}.{name}")
+    assert not unruled, f"add a rule to model_registry._MODEL_LIMIT_RULES for {unruled}"
+    assert inspect.isfunction(model_limit)
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "allowed"),
+    [
+        ("train.batch_size=-1", "train.batch_size", "[1, 2147483647]"),
+        ("train.batch_size=0", "train.batch_size", "[1, "),
+        ("train.max_steps=0", "train.max_steps", "[1, "),
+        ("train.max_epochs=0", "train.max_epochs", "[1, "),
+        ("train.gradient_accumulation_steps=0", "train.gradient_accumulation_steps", "[1, "),
+        ("train.batch_tokens=-5", "train.batch_tokens", "[1, "),
+        ("train.learning_rate=0", "train.learning_rate", "> 0"),
+        ("train.learning_rate=-1e-3", "train.learning_rate", "> 0"),
+        ("train.learning_rate=.inf", "train.learning_rate", "> 0 (finite)"),
+        ("train.learning_rate=nan", "train.learning_rate", "> 0 (finite)"),
+        ("train.max_grad_norm=0", "train.max_grad_norm", "> 0"),
+        ("train.weight_decay=-0.1", "train.weight_decay", ">= 0"),
+        ("train.momentum=1.0", "train.momentum", "[0, 1)"),
+        ("train.warmup_steps=-1", "train.warmup_steps", "[0, "),
+        ("train.seed=-1", "train.seed", "[0, 4294967295]"),
+        ("train.seed=4294967296", "train.seed", "[0, 4294967295]"),
+        ("train.eval_every_steps=0", "train.eval_every_steps", "[1, "),
+        ("train.log_every_steps=0", "train.log_every_steps", "[1, "),
+        ("train.bptt_length=0", "train.bptt_length", "[1, "),
+        ("train.max_train_minutes=0", "train.max_train_minutes", "> 0"),
+        ("data.max_length=0", "data.max_length", "[1, "),
+        ("data.max_length=99999999999999999999", "data.max_length", "[1, 2147483647]"),
+        ("data.max_train_examples=0", "data.max_train_examples", "[1, "),
+        ("eval.batch_size=-2", "eval.batch_size", "[1, "),
+        ("model.hidden_size=0", "model.hidden_size", "[1, "),
+        ("model.embedding_dim=-3", "model.embedding_dim", "[1, "),
+        ("model.num_layers=0", "model.num_layers", "[1, "),
+        ("model.dropout=-0.1", "model.dropout", "[0, 1)"),
+        ("model.embedding_dropout=1", "model.embedding_dropout", "[0, 1)"),
+        ("model.word_dropout=2", "model.word_dropout", "[0, 1)"),
+        ("model.max_word_chars=0", "model.max_word_chars", "[1, "),
+        ("model.initializer_range=0", "model.initializer_range", "> 0"),
+        ("generate.num_beams=0", "generate.num_beams", "[1, "),
+        ("generate.top_p=0", "generate.top_p", "(0, 1]"),
+        ("generate.temperature=-1", "generate.temperature", "> 0"),
+    ],
+)
+def test_values_out_of_range_name_file_key_value_and_range(tmp_path: Path, override: str, key: str,
+                                                            allowed: str) -> None:
+    path = write(tmp_path, BASE)
+    with pytest.raises(NlpipeError) as err:
+        load_recipe(str(path), [override])
+    message = str(err.value)
+    assert message.startswith(f"{path}: key '{key}': ")
+    assert "out of range" in message and allowed in message, message
+    shown = float(message.split(f"key '{key}': ")[1].split(" is out of range")[0])
+    given = float(override.split("=", 1)[1].lstrip("."))
+    assert shown == given or math.isnan(shown) and math.isnan(given), message
+
+
+@pytest.mark.parametrize("model", [
+    {"type": "bert", "num_attention_heads": 0}, {"type": "bert", "hidden_dropout_prob": 1.5},
+    {"type": "bert", "layer_norm_eps": 0}, {"type": "bert", "max_position_embeddings": 0},
+    {"type": "gpt2", "n_layer": 0}, {"type": "gpt2", "attn_pdrop": -0.5}, {"type": "gpt2", "n_positions": -1},
+    {"type": "marian", "d_model": 0}, {"type": "marian", "encoder_layerdrop": 1},
+    {"type": "rnn_seq2seq", "hard_attention_k": 0}, {"type": "rnn_lm", "num_layers": 0},
+])
+def test_model_sizes_of_every_family_are_range_checked(tmp_path: Path, model: dict) -> None:
+    task = {"bert": "token-classification", "gpt2": "causal-lm", "rnn_lm": "causal-lm"}.get(model["type"], "translation")
+    data = {"token-classification": "conll2003", "causal-lm": "ptb", "translation": "multi30k"}[task]
+    path = write(tmp_path, {**BASE, "task": task, "data": {"dataset": data}, "model": model})
+    key = next(k for k in model if k != "type")
+    with pytest.raises(NlpipeError, match=rf"key 'model\.{key}': .* is out of range"):
+        load_recipe(str(path))
+
+
+def test_values_at_the_edges_of_their_range_are_accepted(tmp_path: Path) -> None:
+    path = write(tmp_path, {**BASE, "train": {"batch_size": 1, "seed": 2**32 - 1, "momentum": 0.0, "warmup_steps": 0},
+                            "model": {"type": "rnn_tagger", "dropout": 0.0, "hidden_size": 1}})
+    recipe = load_recipe(str(path))
+    assert recipe.train.seed == 2**32 - 1 and recipe.model["dropout"] == 0.0
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+def test_yaml_no_yes_off_on_are_strings_where_strings_are_expected(tmp_path: Path) -> None:
+    text = yaml.safe_dump(BASE) + "train:\n  mixed_precision: no\n  bucket_by_length: off\n"
+    recipe = load_recipe(str(write(tmp_path, text)))
+    assert recipe.train.mixed_precision == "no" and recipe.train.bucket_by_length is False
+    recipe = load_recipe(str(write(tmp_path, BASE)), ["train.mixed_precision=no", "train.bucket_by_length=yes",
+                                                      "model.bidirectional=no", "hub.private=on", "name=off"])
+    assert recipe.train.mixed_precision == "no" and recipe.train.bucket_by_length is True
+    assert recipe.model["bidirectional"] is False and recipe.hub.private is True and recipe.name == "off"
+
+
+def test_yaml_exponent_floats_are_numbers_in_free_form_sections(tmp_path: Path) -> None:
+    recipe = load_recipe(str(write(tmp_path, yaml.safe_dump(BASE) + "generate: {temperature: 5e-1}\n")),
+                         ["model.initializer_range=1e-2"])
+    assert recipe.model["initializer_range"] == pytest.approx(0.01) and recipe.generate["temperature"] == 0.5
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("name: a\nname: b\n", r"r\.yaml:2: duplicate key 'name' \(first at line 1\)"),
+    ("train:\n  seed: 1\ntrain:\n  seed: 2\n", r"r\.yaml:3: duplicate key 'train' \(first at line 1\)"),
+    ("model:\n  type: rnn_tagger\n  hidden_size: 8\n  hidden_size: 16\n", r"r\.yaml:4: duplicate key 'hidden_size'"),
+])
+def test_duplicate_yaml_keys_are_errors_naming_the_line(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(NlpipeError, match=message):
+        load_recipe(str(write(tmp_path, text)))
+
+
+def test_yaml_merge_keys_may_override_without_a_duplicate_error() -> None:
+    from nlpipe.recipe import load_yaml_text
+
+    merged = load_yaml_text("a: &d {x: 1, y: 2}\nb:\n  <<: *d\n  y: 3\n", "t.yaml")
+    assert merged["b"] == {"x": 1, "y": 3}
+
+
+@pytest.mark.parametrize("text", [
+    "".join(f"x{i}: &x{i} [" + ", ".join([f"*x{i - 1}" if i else "1"] * 10) + "]\n" for i in range(8)),
+    "a: &a [*a]\n",
+    "a: &a {b: *a}\n",
+    "x: " + "[" * 5000 + "]" * 5000 + "\n",
+])
+def test_yaml_bombs_and_cycles_are_bounded_errors(tmp_path: Path, text: str) -> None:
+    with pytest.raises(NlpipeError) as err:
+        load_recipe(str(write(tmp_path, text)))
+    assert str(err.value).startswith(str(tmp_path / "r.yaml")) and len(str(err.value)) < 300
+
+
+def test_error_messages_quote_at_most_a_few_hundred_characters_of_a_value(tmp_path: Path) -> None:
+    huge = "x" * 1_000_000
+    for override in (f"train.max_epochs={huge}", f"task={huge}", f"model.type={huge}", f"{huge}=1",
+                     f"model.{huge}=1", f"model.hidden_size=[{', '.join(['1'] * 100_000)}]"):
+        with pytest.raises(NlpipeError) as err:
+            load_recipe(str(write(tmp_path, BASE)), [override])
+        assert len(str(err.value)) < 600, str(err.value)[:300]
+
+
+@pytest.mark.parametrize(("model", "expected"), [
+    ({"type": "rnn_tagger", "hidden_size": [8]}, "key 'model.hidden_size': expected int, got [8] (list)"),
+    ({"type": "rnn_tagger", "bidirectional": "maybe"}, "key 'model.bidirectional': expected bool, got 'maybe'"),
+    ({"type": "rnn_tagger", "dropout": "lots"}, "key 'model.dropout': expected float, got 'lots'"),
+    ({"type": "bert", "num_hidden_layers": 2.5}, "key 'model.num_hidden_layers': expected int, got 2.5"),
+])
+def test_model_settings_of_the_wrong_type_name_the_key(tmp_path: Path, model: dict, expected: str) -> None:
+    with pytest.raises(NlpipeError, match=re.escape(expected)):
+        load_recipe(str(write(tmp_path, {**BASE, "model": model})))
+
+
+def test_model_settings_of_union_types_and_ints_for_floats_are_accepted(tmp_path: Path) -> None:
+    path = write(tmp_path, {**BASE, "task": "translation", "data": {"dataset": "multi30k"},
+                            "model": {"type": "rnn_seq2seq", "eos_token_id": [2, 3], "dropout": 0}})
+    assert load_recipe(str(path)).model["eos_token_id"] == [2, 3]
+
+
+def test_eval_splits_must_be_known_splits(tmp_path: Path) -> None:
+    with pytest.raises(NlpipeError, match=r"key 'eval\.splits': unknown split 'dev'; use train, validation, test"):
+        load_recipe(str(write(tmp_path, BASE)), ["eval.splits=[validation, dev]"])
+
+
+@pytest.mark.parametrize(("dataset", "message"), [
+    ("conll", r"key 'data\.dataset': unknown data set 'conll'; known: conll2003"),
+    ("multi30k", r"key 'data\.dataset': 'multi30k' holds translation data, which task 'token-classification' cannot"),
+    ("ptb", r"'ptb' holds lm data"),
+])
+def test_data_set_is_checked_with_the_recipe(tmp_path: Path, dataset: str, message: str) -> None:
+    with pytest.raises(NlpipeError, match=message):
+        load_recipe(str(write(tmp_path, {**BASE, "data": {"dataset": dataset}})))
+
+
+@pytest.mark.parametrize("override", [
+    "train.batch_size=1" + "0" * 400, "train.learning_rate=1" + "0" * 400, "model.initializer_range=1" + "0" * 400,
+    "train.batch_size=1" + "0" * 5000, "description=2024-13-45",
+])
+def test_huge_numbers_and_unreadable_values_are_one_line_errors(tmp_path: Path, override: str) -> None:
+    with pytest.raises(NlpipeError) as err:
+        load_recipe(str(write(tmp_path, BASE)), [override])
+    assert len(str(err.value)) < 600 and "\n" not in str(err.value)

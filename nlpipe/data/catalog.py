@@ -19,7 +19,7 @@ from typing import Any
 
 import datasets
 
-from ..errors import NlpipeError
+from ..errors import NlpipeError, shorten
 from . import readers, samples
 
 SPLITS = ("train", "validation", "test")
@@ -105,7 +105,7 @@ CATALOG: dict[str, DatasetSource] = {
 def get_source(name: str, where: str = "recipe") -> DatasetSource:
     """Catalog entry by name; unknown names are an NlpipeError listing the catalog."""
     if name not in CATALOG:
-        raise NlpipeError(f"{where}: key 'data.dataset': unknown data set '{name}'; known: {', '.join(CATALOG)}")
+        raise NlpipeError(f"{where}: key 'data.dataset': unknown data set {shorten(name)}; known: {', '.join(CATALOG)}")
     return CATALOG[name]
 
 
@@ -196,7 +196,7 @@ def load_data(
     """
     entry = get_source(name)
     if source not in (None, "sample", "hub", "dir"):
-        raise NlpipeError(f"--data {source}: choose 'sample' (built-in data) or give --data-dir DIR")
+        raise NlpipeError(f"--data {shorten(source)}: choose 'sample' (built-in data) or give --data-dir DIR")
     data_dir = data_dir or (None if source in ("sample", "hub") else os.environ.get("NLPIPE_DATA_DIR"))
     if source == "sample":
         records = samples.make_sample(entry.kind, seed=seed)

@@ -30,7 +30,7 @@ import datasets
 import torch
 from torch.nn import functional as F
 
-from ..errors import NlpipeError
+from ..errors import NlpipeError, shorten
 from ..metrics import compute_metric
 from ..recipe import Recipe
 from .base import Task
@@ -384,7 +384,7 @@ class CausalLmTask(Task):
         for text in texts:
             enc = tokenizer(text, add_special_tokens=False, return_tensors="pt")
             if enc["input_ids"].shape[1] == 0:
-                raise NlpipeError(f"input '{text}': no tokens; give a non-empty prompt")
+                raise NlpipeError(f"input {shorten(text)}: no tokens; give a non-empty prompt")
             with torch.no_grad():
                 out = model.generate(**enc, **self.generation_kwargs(), pad_token_id=tokenizer.pad_token_id)
             new = tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)

@@ -33,7 +33,7 @@ from typing import Any
 import datasets
 import torch
 
-from ..errors import NlpipeError
+from ..errors import NlpipeError, shorten
 from ..metrics import compute_metric
 from ..model_registry import build_model
 from .base import Task, eval_batches
@@ -75,14 +75,14 @@ def validate_generate_settings(settings: dict[str, Any], source: str = "recipe")
         expected = GENERATE_KEYS[key]
         if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
             names = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
-            raise NlpipeError(f"{source}: key 'generate.{key}': expected {names}, got {value!r}")
+            raise NlpipeError(f"{source}: key 'generate.{key}': expected {names}, got {shorten(value)}")
         positive = ("num_beams", "max_new_tokens", "validation_num_beams", "top_k", "temperature")
         if key in positive and value <= 0:
-            raise NlpipeError(f"{source}: key 'generate.{key}': must be > 0, got {value!r}")
+            raise NlpipeError(f"{source}: key 'generate.{key}': must be > 0, got {shorten(value)}")
         if key in ("min_new_tokens", "no_repeat_ngram_size") and value < 0:
-            raise NlpipeError(f"{source}: key 'generate.{key}': must be >= 0, got {value!r}")
+            raise NlpipeError(f"{source}: key 'generate.{key}': must be >= 0, got {shorten(value)}")
         if key == "top_p" and not 0 < value <= 1:
-            raise NlpipeError(f"{source}: key 'generate.{key}': must be in (0, 1], got {value!r}")
+            raise NlpipeError(f"{source}: key 'generate.{key}': must be in (0, 1], got {shorten(value)}")
     return settings
 
 

@@ -14,7 +14,8 @@ import datasets
 import torch
 
 from ..data.catalog import CATALOG
-from ..errors import NlpipeError
+from ..data.readers import check_iob_tag
+from ..errors import NlpipeError, shorten
 from ..metrics import compute_metric
 from .base import Task, eval_batches
 
@@ -46,6 +47,17 @@ def pad_char_ids(rows: list[list[list[int]]], num_tokens: int) -> torch.Tensor:
     return out
 
 
+def iob2_label_set(tags: set[str] | list[str]) -> list[str]:
+    """The full IOB2 label set of the entity types in ``tags``: ``O``, then ``B-X``, ``I-X`` per type (sorted).
+
+    Both tags of every type are included even if the data only has one of them (a type that only ever
+    spans one word has no ``I-X`` in the data, but a word split into sub-tokens needs it, and so may
+    the validation data).
+    """
+    types = sorted({tag[2:] for tag in tags if tag != "O"})
+    return ["O"] + [f"{prefix}-{kind}" for kind in types for prefix in ("B", "I")]
+
+
 def continuation_tag(tag: str) -> str:
     """The tag of a word's later sub-tokens: B-X → I-X, others unchanged."""
     return "I-" + tag[2:] if tag.startswith("B-") else tag
@@ -68,11 +80,20 @@ class TokenClassificationTask(Task):
 
     def setup(self, data: datasets.DatasetDict, source_name: str) -> None:
         entry = CATALOG.get(source_name)
-        seen = sorted({tag for tags in data["train"]["tags"] for tag in tags})
-        if entry is not None and entry.labels and set(seen) <= set(entry.labels):
+        for split in ("train", "validation", "test"):
+            for index, tags in enumerate(data[split]["tags"]):
+                for tag in tags:
+                    problem = check_iob_tag(tag)
+                    if problem is not None:
+                        raise NlpipeError(
+                            f"data set '{source_name}', split '{split}', sentence {index + 1}: tag {shorten(tag)} "
+                            f"is not an IOB tag; {problem}"
+                        )
+        seen = {tag for tags in data["train"]["tags"] for tag in tags}
+        if entry is not None and entry.labels and seen <= set(entry.labels):
             labels = list(entry.labels)
         else:
-            labels = sorted(seen, key=lambda tag: (tag != "O", tag[2:], tag))
+            labels = iob2_label_set(seen)
         known = set(labels)
         for split in ("validation", "test"):
             for index, tags in enumerate(data[split]["tags"]):
@@ -80,7 +101,8 @@ class TokenClassificationTask(Task):
                 if unknown:
                     raise NlpipeError(
                         f"data set '{source_name}', split '{split}', sentence {index + 1}: label '{unknown[0]}' "
-                        f"does not occur in the training split (labels: {', '.join(labels)}); fix the data"
+                        f"does not occur in the training split (labels: {shorten(', '.join(labels), quote=False)}); "
+                        "fix the data"
                     )
         self.labels = labels
         if self.uses_chars:

@@ -139,7 +139,7 @@ def test_read_conll_converts_iob1_to_iob2(tmp_path, gz):
 
 
 def test_read_conll_label_column_picks_another_column(tmp_path):
-    sentences = read_conll(write(tmp_path / "iob1.txt", CONLL_IOB1), label_column=1)
+    sentences = read_conll(write(tmp_path / "iob1.txt", CONLL_IOB1), label_column=1, iob=False)
     assert sentences[0]["tags"] == ["NNP", "VBZ", "JJ", "NN", "."]
 
 
@@ -269,3 +269,65 @@ def test_read_lines_keeps_empty_lines_and_raw_text(tmp_path):
     assert read_lines(path) == [{"text": " a b "}, {"text": ""}, {"text": " = T = "}]
     with pytest.raises(NlpipeError, match=r"no lines in .*e\.txt"):
         read_lines(write(tmp_path / "e.txt", ""))
+
+
+@pytest.mark.parametrize(("tag", "hint"), [
+    ("b-per", "upper-case (B-per)"), ("X-ORG", "O, B-TYPE or I-TYPE"), ("S-PER", "BIOES"), ("B-", "O, B-TYPE"),
+    ("PER", "O, B-TYPE"), ("NNP", "label_column"), ("o", "O, B-TYPE"),
+])
+def test_read_conll_rejects_tags_that_are_not_iob_naming_file_and_line(tmp_path, tag, hint):
+    path = write(tmp_path / "bad.txt", f"EU B-ORG\nrejects O\n\nPeter {tag}\n")
+    with pytest.raises(NlpipeError) as err:
+        read_conll(path)
+    assert str(err.value).startswith(f"{path}:4: tag '{tag}' is not an IOB tag; ") and hint in str(err.value)
+
+
+def test_read_conll_accepts_iob_tags_with_hyphenated_types(tmp_path):
+    path = write(tmp_path / "ok.txt", "New B-DATE-TIME\nYork I-DATE-TIME\nis O\n")
+    assert read_conll(path)[0]["tags"] == ["B-DATE-TIME", "I-DATE-TIME", "O"]
+
+
+def test_read_conll_iob1_where_a_type_only_has_i_tags_becomes_b_tags(tmp_path):
+    path = write(tmp_path / "iob1.txt", "EU I-ORG\nrejects O\nGerman I-MISC\nBritish I-MISC\n")
+    assert read_conll(path)[0]["tags"] == ["B-ORG", "O", "B-MISC", "I-MISC"]
+
+
+# ------------------------------------------------------------------------- parallel misalignment
+
+
+def _sentences(n: int) -> tuple[list[str], list[str]]:
+    """Fake translations: target length tracks source length (times 1.2), lengths vary a lot."""
+    import random
+
+    rng = random.Random(0)
+    lengths = [rng.choice([3, 5, 8, 13, 21, 34]) for _ in range(n)]
+    return ["w" * k for k in lengths], ["v" * round(1.2 * k) for k in lengths]
+
+
+@pytest.mark.parametrize("shift", [0, 1, 7])
+def test_read_parallel_warns_once_when_lines_look_misaligned(tmp_path, caplog, shift):
+    source, target = _sentences(200)
+    target = target[shift:] + target[:shift]  # same line count; from line 1 on, lines of other sentences
+    src = write(tmp_path / "a.de", "\n".join(source) + "\n")
+    tgt = write(tmp_path / "a.en", "\n".join(target) + "\n")
+    with caplog.at_level(logging.WARNING, logger="nlpipe.data.readers"):
+        assert len(read_parallel(src, tgt)) == 200
+    warnings = [r.getMessage() for r in caplog.records if "misaligned" in r.getMessage()]
+    if shift == 0:
+        assert not warnings
+    else:
+        assert len(warnings) == 1 and "\n" not in warnings[0]
+        assert str(src) in warnings[0] and str(tgt) in warnings[0] and "check them side by side" in warnings[0]
+
+
+def test_read_parallel_real_multi30k_is_not_flagged_but_a_one_line_shift_is(tmp_path, caplog):
+    de = list(open_text(real_file("multi30k/val.de.gz")))
+    en = list(open_text(real_file("multi30k/val.en.gz")))
+    src = write(tmp_path / "v.de", "\n".join(t for _, t in de[1:]) + "\n")
+    shifted = write(tmp_path / "v.en", "\n".join(t for _, t in en[:-1]) + "\n")  # one line missing at the top
+    aligned = write(tmp_path / "w.en", "\n".join(t for _, t in en[1:]) + "\n")
+    with caplog.at_level(logging.WARNING, logger="nlpipe.data.readers"):
+        read_parallel(src, aligned)
+        assert "misaligned" not in caplog.text
+        read_parallel(src, shifted)
+    assert "misaligned" in caplog.text and "of 1013 line pairs" in caplog.text

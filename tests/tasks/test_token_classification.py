@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datasets
+import pytest
 import torch
 
+from nlpipe.errors import NlpipeError
 from nlpipe.recipe import load_recipe
 from nlpipe.tasks import get_task
 from nlpipe.tasks.token_classification import continuation_tag
@@ -25,11 +27,11 @@ def data() -> datasets.DatasetDict:
     })
 
 
-def prepared(recipe_name: str, overrides: list[str] | None = None):
+def prepared(recipe_name: str, overrides: list[str] | None = None, source: str = "conll2003"):
     recipe = load_recipe(recipe_name, overrides or [])
     task = get_task(recipe)
     raw = data()
-    task.setup(raw, "conll2003")
+    task.setup(raw, source)
     spec = load_spec(recipe.tokenizer["spec"], {k: v for k, v in recipe.tokenizer.items() if k != "spec"}, "test")
     tokenizer = train_tokenizer(spec, task.tokenizer_texts(raw["train"]))
     task.bind_tokenizer(tokenizer)
@@ -117,3 +119,30 @@ def test_bert_labels_all_sub_tokens_and_evaluates_the_first() -> None:
         assert row["first_piece"][word] == positions[0]
         assert row["labels"][positions[0]] == label2id[tag]
         assert all(row["labels"][p] == label2id[continuation_tag(tag)] for p in positions[1:])
+
+
+def test_types_seen_only_as_b_tags_get_their_i_tag_too() -> None:
+    """Local data outside the catalog where PER only ever tags one word (B-PER, never I-PER): the label set
+    still has I-PER, which the later pieces of a split person name are trained with (was KeyError 'I-PER')."""
+    recipe = load_recipe("ner-bert")
+    task = get_task(recipe)
+    only_b = {"tokens": [["Blackburn", "met", "EU", "officials"]], "tags": [["B-PER", "O", "B-ORG", "O"]]}
+    raw = datasets.DatasetDict({"train": datasets.Dataset.from_dict(only_b),
+                                "validation": datasets.Dataset.from_dict(only_b),
+                                "test": datasets.Dataset.from_dict(TEST | {"tags": [["O", "O", "B-PER"]]})})
+    task.setup(raw, "my-ner-files")
+    assert task.labels == ["O", "B-ORG", "I-ORG", "B-PER", "I-PER"]
+    spec = load_spec(recipe.tokenizer["spec"], {k: v for k, v in recipe.tokenizer.items() if k != "spec"}, "test")
+    tokenizer = train_tokenizer(spec, task.tokenizer_texts(raw["train"]))
+    task.bind_tokenizer(tokenizer)
+    encoded = task.encode(raw["test"], tokenizer, "test")  # the long name is several pieces: B-PER, I-PER, ...
+    assert task.labels.index("I-PER") in encoded[0]["labels"]
+
+
+def test_tags_that_are_not_iob_are_rejected_for_every_source() -> None:
+    recipe = load_recipe("ner-bilstm")
+    task = get_task(recipe)
+    raw = data()
+    raw["validation"] = datasets.Dataset.from_dict({"tokens": [["a", "b"]], "tags": [["O", "b-per"]]})
+    with pytest.raises(NlpipeError, match=r"split 'validation', sentence 1: tag 'b-per' is not an IOB tag"):
+        task.setup(raw, "my-ner-files")
