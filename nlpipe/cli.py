@@ -161,6 +161,7 @@ def recipes_validate(
     overrides: Annotated[list[str] | None, typer.Option("--set", help="key.sub=value override.")] = None,
 ) -> None:
     """Check recipes (keys, types, required fields, model settings, tokenizer spec)."""
+    from .init_from import REUSE_TOKENIZER
     from .recipe import load_recipe, parse_yaml, recipe_from_yaml
     from .tokenizer_training import load_spec
 
@@ -169,7 +170,9 @@ def recipes_validate(
             recipe = recipe_from_yaml(parse_yaml(sys.stdin.read(), "<stdin>"), "<stdin>", overrides or [])
         else:
             recipe = load_recipe(path, overrides or [])
-        load_spec(recipe.tokenizer["spec"], {k: v for k, v in recipe.tokenizer.items() if k != "spec"}, recipe.source)
+        if recipe.tokenizer["spec"] != REUSE_TOKENIZER:  # init_from's tokenizer is checked when the run starts
+            load_spec(recipe.tokenizer["spec"], {k: v for k, v in recipe.tokenizer.items() if k != "spec"},
+                      recipe.source)
         typer.echo(f"ok: {recipe.source} ({recipe.task}, model {recipe.model['type']})")
 
 

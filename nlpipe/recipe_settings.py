@@ -76,6 +76,7 @@ def _dataclass_settings(cls: type, obj: Any, prefix: str, skip: tuple[str, ...] 
 
 def recipe_settings(recipe: Recipe) -> list[Setting]:
     """Every key a recipe may set, in recipe order, with the value this recipe resolves it to."""
+    from .init_from import REUSE_TOKENIZER
     from .model_registry import MODELS, model_fields
     from .tokenizer_training import TokenizerSpec, load_spec
 
@@ -93,6 +94,10 @@ def recipe_settings(recipe: Recipe) -> list[Setting]:
             for mf in model_fields(value["type"]):
                 out.append(Setting(f"model.{mf['name']}", value.get(mf["name"], mf["default"]), mf["type"],
                                    mf["default"], one_line(mf["doc"])))
+        elif f.name == "tokenizer" and value.get("spec") == REUSE_TOKENIZER:
+            out.append(Setting("tokenizer.spec", value["spec"], "str", None,
+                               "init_from: the tokenizer of the model.init_from source (no spec of its own).",
+                               required=True))
         elif f.name == "tokenizer":
             overrides = {k: v for k, v in value.items() if k != "spec"}
             spec = load_spec(value["spec"], overrides, recipe.source)
