@@ -348,3 +348,62 @@ def test_compare_tolerates_malformed_values_and_a_half_written_last_log_line(tag
     row = next(line for line in table.splitlines() if line.startswith("| myrun "))
     assert row.count("–") >= 3, row  # parameters, score, wall time shown as missing, not as garbage
     assert snapshot(run) == before
+
+
+# ----------------------------------------------------------------------------------------------- staging, in process
+
+
+def _fake_checkpoint(folder: Path) -> None:
+    step = folder / "checkpoints" / "step-00000004"
+    step.mkdir(parents=True)
+    (step / "trainer_state.json").write_text("{}")
+    (folder / "checkpoints" / "latest").write_text("step-00000004")
+
+
+def test_resume_continues_an_interrupted_overwrite_and_swaps_at_the_end(tmp_path: Path) -> None:
+    from nlpipe.run_folder import prepare_run_folder
+
+    target = make_run_folder("tagger", tmp_path / "runs" / "x")
+    old_weights = (target / "model.safetensors").read_bytes()
+    staging = staging_path(target)
+    staging.mkdir()
+    (staging / "recipe.yaml").write_text((target / "recipe.yaml").read_text())
+    _fake_checkpoint(staging)
+    # Neither flag: refused, naming both ways on.
+    with pytest.raises(Exception, match="interrupted --overwrite .* pass --resume .* or --overwrite"):
+        prepare_run_folder(target)
+    folder = prepare_run_folder(target, resume=True)
+    assert folder.staged and folder.work_dir == staging and lock_path(target).is_file()
+    assert folder.create() == staging and (staging / "checkpoints" / "latest").is_file()  # resume keeps them
+    assert (target / "model.safetensors").read_bytes() == old_weights  # untouched until the end
+    (staging / "model.safetensors").write_bytes(b"new")
+    assert folder.finish() == target
+    assert (target / "model.safetensors").read_bytes() == b"new"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["x"]  # no staging, no old copy, no lock
+
+
+def test_a_swap_killed_between_its_renames_is_undone(tmp_path: Path) -> None:
+    from nlpipe.run_folder import prepare_run_folder
+
+    target = tmp_path / "runs" / "x"
+    replaced = target.parent / ".x.nlpipe-replaced"
+    make_run_folder("tagger", replaced)  # the old run, renamed away; the new one never arrived
+    folder = prepare_run_folder(target, overwrite=True)
+    try:
+        assert is_run_folder(target) and not replaced.exists()
+        assert folder.staged  # the restored run is replaced only at the end of this one
+    finally:
+        folder.abandon()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["x"]
+
+
+def test_failed_staged_run_without_checkpoint_leaves_nothing(tmp_path: Path) -> None:
+    from nlpipe.run_folder import prepare_run_folder
+
+    target = make_run_folder("tagger", tmp_path / "runs" / "x")
+    before = snapshot(tmp_path)
+    folder = prepare_run_folder(target, overwrite=True)
+    folder.create()
+    (folder.work_dir / "recipe.yaml").write_text("# nlpipe run recipe x\n")
+    folder.abandon()
+    assert snapshot(tmp_path) == before
