@@ -421,6 +421,8 @@ def prepare_run_folder(
         from, cannot be written, or its disk is nearly full.
     """
     target = Path(output_dir)
+    if target.name in ("", ".", ".."):  # "." or "runs/.." : siblings are named after the folder's real name
+        target = Path(os.path.abspath(target))
     target = _target_of_staging(target) or target
     staging = staging_path(target)
     if target.exists() and not target.is_dir():
