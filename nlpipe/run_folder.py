@@ -814,14 +814,27 @@ def open_run(
         auto = getattr(transformers, get_task(checked.recipe).auto_class)
     else:
         auto = _auto_class_of_config(checked.config)
+    weights = f"{run_dir / 'model.safetensors'}: does not fit {run_dir / 'config.json'}"
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # its load report would print a table; we say it in one line
     try:
-        model = auto.from_pretrained(run_dir, use_safetensors=True, trust_remote_code=False,
-                                     **(model_kwargs or {}))
+        model, loading = auto.from_pretrained(
+            run_dir, use_safetensors=True, trust_remote_code=False, output_loading_info=True,
+            ignore_mismatched_sizes=True, **(model_kwargs or {}),
+        )
     except Exception as exc:  # transformers raises many types for a folder that does not fit together
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise NlpipeError(
-            f"{run_dir / 'model.safetensors'}: does not load with {run_dir / 'config.json'} ({detail}); {RERUN}"
-        ) from None
+        raise NlpipeError(f"{weights} ({detail}); {RERUN}") from None
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    # Missing or reshaped tensors would be initialised at random: a model that answers nonsense.
+    for kind, what in (("mismatched_keys", "has another shape than"), ("missing_keys", "is missing, expected by")):
+        found = sorted(loading.get(kind) or [], key=str)
+        if found:
+            first = found[0]
+            name = first[0] if isinstance(first, (tuple, list)) else first
+            more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+            raise NlpipeError(f"{weights}: tensor '{name}' {what} config.json{more}; {RERUN}")
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(run_dir, trust_remote_code=False)
     except Exception as exc:

@@ -265,6 +265,14 @@ def _other_model_recipe(run: Path) -> None:
     (run / "recipe.yaml").write_text(text)
 
 
+def _drop_tensor(run: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(run / "model.safetensors"))
+    del weights["encoder.bias_hh_l0"]
+    save_file(weights, str(run / "model.safetensors"), metadata={"format": "pt"})
+
+
 def _training_now(run: Path) -> None:
     (run / "model.safetensors").unlink()
 
@@ -291,6 +299,11 @@ BROKEN = {
     "predict-tokenizer-replaced": (_bigger_tokenizer, ["predict", "RUN", "x"],
                                    ["tokenizer.json:", "tokens, but the model in config.json has vocab_size",
                                     "was it replaced"]),
+    "predict-weights-missing-a-tensor": (_drop_tensor, ["predict", "RUN", "x"],
+                                         ["model.safetensors: does not fit", "tensor 'encoder.bias_hh_l0' is missing"]),
+    "eval-config-reshaped": (lambda run: _edit_json(run / "config.json", lambda c: c.update(hidden_size=24)),
+                             ["eval", "RUN", "--data", "sample"],
+                             ["model.safetensors: does not fit", "has another shape than config.json"]),
     "predict-mixed-runs": (_other_model_recipe, ["predict", "RUN", "x"],
                            ["config.json: key 'model_type'", "mixes two runs"]),
     "attention-on-ner-rnn-run": (lambda run: None, ["attention", "RUN", "Peter works in Berlin", "--out", "a.png"],
