@@ -385,6 +385,10 @@ def test_resume_continues_an_interrupted_overwrite_and_swaps_at_the_end(tmp_path
     # Neither flag: refused, naming both ways on.
     with pytest.raises(Exception, match="interrupted --overwrite .* pass --resume .* or --overwrite"):
         prepare_run_folder(target)
+    # The loop's resume hint may name the staging folder itself: it means the same run folder.
+    via_staging = prepare_run_folder(staging, resume=True)
+    assert (via_staging.target, via_staging.work_dir) == (target, staging)
+    via_staging.release()
     folder = prepare_run_folder(target, resume=True)
     assert folder.staged and folder.work_dir == staging and lock_path(target).is_file()
     assert folder.create() == staging and (staging / "checkpoints" / "latest").is_file()  # resume keeps them
