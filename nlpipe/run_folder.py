@@ -816,7 +816,9 @@ def open_run(
         auto = _auto_class_of_config(checked.config)
     weights = f"{run_dir / 'model.safetensors'}: does not fit {run_dir / 'config.json'}"
     verbosity = transformers.logging.get_verbosity()
+    bars = transformers.utils.logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()  # its load report would print a table; we say it in one line
+    transformers.utils.logging.disable_progress_bar()
     try:
         model, loading = auto.from_pretrained(
             run_dir, use_safetensors=True, trust_remote_code=False, output_loading_info=True,
@@ -827,6 +829,8 @@ def open_run(
         raise NlpipeError(f"{weights} ({detail}); {RERUN}") from None
     finally:
         transformers.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
     # Missing or reshaped tensors would be initialised at random: a model that answers nonsense.
     for kind, what in (("mismatched_keys", "has another shape than"), ("missing_keys", "is missing, expected by")):
         found = sorted(loading.get(kind) or [], key=str)

@@ -59,7 +59,7 @@ def assert_one_error_line(result: subprocess.CompletedProcess[str], *fragments: 
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr[-3000:]
+    assert len(errors) == 1 and len(lines) == 1, result.stderr[-3000:]
     for fragment in fragments:
         assert fragment in errors[0], f"{fragment!r} not in {errors[0]!r}"
     return errors[0]
