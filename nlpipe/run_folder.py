@@ -359,14 +359,14 @@ class PreparedRunFolder:
     def abandon(self) -> None:
         """After a failure: drop what this run made that holds nothing worth keeping, and release the lock.
 
-        A staging folder without a checkpoint goes (the old run is untouched); one with a checkpoint stays for
-        ``--resume``. Parent folders made only for this run go when empty.
+        A folder this run made (the staging folder of an overwrite, or a new run folder) goes when it holds no
+        checkpoint, so the rerun is not blocked (an overwrite's old run is untouched); one with a checkpoint stays
+        for ``--resume``. Parent folders made only for this run go when empty.
         """
         try:
-            if self.writer and self.staged and self.work_dir.exists() and _latest_checkpoint(self.work_dir) is None:
+            ours = self.staged or self._created
+            if self.writer and ours and self.work_dir.is_dir() and _latest_checkpoint(self.work_dir) is None:
                 remove_run_folder(self.work_dir)
-            elif self.writer and self._created and self.work_dir.is_dir() and not any(self.work_dir.iterdir()):
-                self.work_dir.rmdir()
         finally:
             self.release()
 

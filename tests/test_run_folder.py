@@ -424,3 +424,28 @@ def test_failed_staged_run_without_checkpoint_leaves_nothing(tmp_path: Path) -> 
     (folder.work_dir / "recipe.yaml").write_text("# nlpipe run recipe x\n")
     folder.abandon()
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_failure_before_the_first_checkpoint_leaves_nothing_that_blocks_the_rerun(
+    existing: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that fails mid-training with nothing to resume (e.g. a NaN at step 3) leaves no half run folder:
+    the rerun it suggests works as is; an overwrite's old run stays whole."""
+    import nlpipe.training.loop
+    from nlpipe.errors import NlpipeError
+    from nlpipe.run import run_recipe
+
+    if existing:
+        make_run_folder("tagger", tmp_path / "runs" / "x")
+    before = snapshot(tmp_path)
+
+    def fails(task, model, encoded, raw, recipe, run_dir, *args, **kwargs):
+        assert (run_dir / "recipe.yaml").is_file()  # the work folder was written ...
+        raise NlpipeError("loss became nan at step 3 (injected)")
+
+    monkeypatch.setattr(nlpipe.training.loop, "train", fails)
+    with pytest.raises(NlpipeError, match="injected"):
+        run_recipe("ner-bilstm", TINY, data="sample", output_dir=tmp_path / "runs" / "x", overwrite=existing,
+                   progress=False)
+    assert snapshot(tmp_path) == before  # ... and taken back: no run folder, staging folder or lock file
