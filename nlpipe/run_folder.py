@@ -463,11 +463,12 @@ def prepare_run_folder(
                 f"{target}: folder already holds files that are not an nlpipe run ({_listing(names)}); "
                 "choose another --output-dir"
             )
-        elif holds_files:
-            check_replaceable(target)
+        elif overwrite and (holds_files or staging.exists()):
+            if holds_files:
+                check_replaceable(target)
             prepared.work_dir, prepared.staged = staging, True
-            if staging.exists():
-                check_replaceable(staging)  # ours, or refuse to delete it
+            if staging.exists() and not (staging.is_dir() and not any(staging.iterdir())):
+                check_replaceable(staging)  # an earlier overwrite's work: ours, or refuse to delete it
         if writer:
             _probe_writable(prepared.work_dir)
     except BaseException:

@@ -449,3 +449,20 @@ def test_failure_before_the_first_checkpoint_leaves_nothing_that_blocks_the_reru
         run_recipe("ner-bilstm", TINY, data="sample", output_dir=tmp_path / "runs" / "x", overwrite=existing,
                    progress=False)
     assert snapshot(tmp_path) == before  # ... and taken back: no run folder, staging folder or lock file
+
+
+def test_overwrite_clears_an_abandoned_staging_folder_even_without_an_old_run(tmp_path: Path) -> None:
+    from nlpipe.run_folder import prepare_run_folder
+
+    target = tmp_path / "runs" / "x"
+    staging = staging_path(target)
+    staging.mkdir(parents=True)
+    (staging / "recipe.yaml").write_text("# nlpipe run recipe x.yaml\n")
+    _fake_checkpoint(staging)
+    folder = prepare_run_folder(target, overwrite=True)
+    assert folder.staged
+    folder.create()
+    assert not (staging / "checkpoints").exists()  # started over, as asked
+    (staging / "recipe.yaml").write_text("# nlpipe run recipe x.yaml\n")
+    folder.finish()
+    assert is_run_folder(target) and sorted(p.name for p in target.parent.iterdir()) == ["x"]
