@@ -815,6 +815,26 @@ def open_run(
         auto = getattr(transformers, get_task(checked.recipe).auto_class)
     else:
         auto = _auto_class_of_config(checked.config)
+    model = load_weights(auto, run_dir, **(model_kwargs or {}))
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(run_dir, trust_remote_code=False)
+    except Exception as exc:
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise NlpipeError(f"{run_dir / 'tokenizer.json'}: does not load ({detail}); {RERUN}") from None
+    model.eval()
+    return checked, model, tokenizer
+
+
+def load_weights(auto: Any, run_dir: str | Path, **kwargs: Any) -> Any:
+    """``auto.from_pretrained(run_dir)`` from safetensors only, without remote code, quietly, and refusing
+    weights that do not fit ``config.json`` (transformers would initialise missing or reshaped tensors at random).
+
+    Raises:
+        NlpipeError: naming ``model.safetensors``, ``config.json`` and the first tensor that does not fit.
+    """
+    import transformers
+
+    run_dir = Path(run_dir)
     weights = f"{run_dir / 'model.safetensors'}: does not fit {run_dir / 'config.json'}"
     verbosity = transformers.logging.get_verbosity()
     bars = transformers.utils.logging.is_progress_bar_enabled()
@@ -823,7 +843,7 @@ def open_run(
     try:
         model, loading = auto.from_pretrained(
             run_dir, use_safetensors=True, trust_remote_code=False, output_loading_info=True,
-            ignore_mismatched_sizes=True, **(model_kwargs or {}),
+            ignore_mismatched_sizes=True, **kwargs,
         )
     except Exception as exc:  # transformers raises many types for a folder that does not fit together
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
@@ -840,13 +860,7 @@ def open_run(
             name = first[0] if isinstance(first, (tuple, list)) else first
             more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
             raise NlpipeError(f"{weights}: tensor '{name}' {what} config.json{more}; {RERUN}")
-    try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(run_dir, trust_remote_code=False)
-    except Exception as exc:
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise NlpipeError(f"{run_dir / 'tokenizer.json'}: does not load ({detail}); {RERUN}") from None
-    model.eval()
-    return checked, model, tokenizer
+    return model
 
 
 def _auto_class_of_config(config: dict[str, Any]) -> Any:

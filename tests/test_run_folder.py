@@ -311,6 +311,8 @@ BROKEN = {
                                   "give such a run folder"]),
     "export-truncated-weights": (_truncate("model.safetensors", 0.9), ["export", "RUN", "exported"],
                                  ["model.safetensors: truncated or damaged weights"]),
+    "export-weights-missing-a-tensor": (_drop_tensor, ["export", "RUN", "exported"],
+                                        ["model.safetensors: does not fit", "tensor 'encoder.bias_hh_l0' is missing"]),
     "push-half-config": (_truncate("config.json"), ["push", "RUN", "me/x"], ["config.json: line", "not valid JSON"]),
     "predict-while-training": (_training_now, ["predict", "RUN", "x"],
                                ["a run is still training into this folder", f"process {os.getpid()}"]),
