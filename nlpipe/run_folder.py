@@ -539,6 +539,8 @@ def replacing_folder(out_dir: str | Path, option: str, marker: str) -> Iterator[
         NlpipeError: `out_dir` is or lies in a run folder, or holds files that are not this command's output.
     """
     out_dir = Path(out_dir)
+    if out_dir.name in ("", ".", ".."):  # the staging folder is named after the real folder
+        out_dir = Path(os.path.abspath(out_dir))
     earlier_output = _regular_file(out_dir / marker)
     # An earlier output may look like a run folder (an export holds recipe.yaml); its parents may not be one.
     refuse_run_folder(out_dir.parent if earlier_output else out_dir, option)
