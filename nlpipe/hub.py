@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shlex
 import shutil
@@ -192,9 +193,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None 
     _check_run_dir(run_dir)
     if out_dir.resolve() == run_dir.resolve():
         raise NlpipeError(f"{out_dir}: the export folder must differ from the run folder; choose another folder")
+    # "." is replaced by a new folder of the same name: return it by its path, not the old working folder.
+    written = Path(os.path.abspath(out_dir)) if out_dir.name in ("", ".", "..") else out_dir
     with replacing_folder(out_dir, "export folder", EXPORT_MARKER) as staging:
         _write_export(run_dir, staging, repo_id)
-    return out_dir
+    return written
 
 
 def _write_export(run_dir: Path, out_dir: Path, repo_id: str | None) -> None:
