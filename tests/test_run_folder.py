@@ -468,3 +468,9 @@ def test_overwrite_clears_an_abandoned_staging_folder_even_without_an_old_run(tm
     (staging / "recipe.yaml").write_text("# nlpipe run recipe x.yaml\n")
     folder.finish()
     assert is_run_folder(target) and sorted(p.name for p in target.parent.iterdir()) == ["x"]
+
+
+def test_every_case_is_a_row_of_the_catalogue() -> None:
+    table = (REPO / "docs" / "errors.md").read_text(encoding="utf-8")
+    for case in (*REFUSED, *BROKEN):
+        assert f"`{case}`" in table, f"docs/errors.md lacks the row {case}"
