@@ -267,7 +267,10 @@ def draw_attention(model: Any, tokenizer: Any, sentence: str, out: str | Path, *
 def draw_attention_for_run(run_dir: str | Path, sentence: str, out: str | Path = "attention.png", *,
                            focus: str | None = None) -> list[Path]:
     """Load a run folder and draw its attention maps on `sentence` (see `draw_attention`)."""
+    from .run_folder import refuse_run_folder
+
     if not sentence.strip():
         raise NlpipeError("the sentence is empty; give the text to look at in quotes")
+    refuse_run_folder(out, "--out")
     model, tokenizer = load_model_for_attention(run_dir)
     return draw_attention(model, tokenizer, sentence, out, focus=focus)

@@ -368,8 +368,8 @@ def export_cli(
     from .hub import export_run, left_out_files, shipped_files
 
     with _logs_to_stderr():
-        export_run(run_dir, out_dir, repo_id=repo_id)
-    typer.echo(f"exported {run_dir} to {out_dir}: {', '.join(shipped_files(out_dir))}")
+        written = export_run(run_dir, out_dir, repo_id=repo_id)
+    typer.echo(f"exported {run_dir} to {out_dir}: {', '.join(shipped_files(written))}")
     if left := left_out_files(run_dir):
         typer.echo(f"left out (not files nlpipe ships): {', '.join(left)}")
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shlex
 import shutil
@@ -192,9 +193,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None 
     _check_run_dir(run_dir)
     if out_dir.resolve() == run_dir.resolve():
         raise NlpipeError(f"{out_dir}: the export folder must differ from the run folder; choose another folder")
+    # "." is replaced by a new folder of the same name: return it by its path, not the old working folder.
+    written = Path(os.path.abspath(out_dir)) if out_dir.name in ("", ".", "..") else out_dir
     with replacing_folder(out_dir, "export folder", EXPORT_MARKER) as staging:
         _write_export(run_dir, staging, repo_id)
-    return out_dir
+    return written
 
 
 def _write_export(run_dir: Path, out_dir: Path, repo_id: str | None) -> None:
@@ -202,6 +205,8 @@ def _write_export(run_dir: Path, out_dir: Path, repo_id: str | None) -> None:
     import transformers
 
     import nlpipe  # noqa: F401  (registers our Auto classes)
+
+    from .run_folder import load_weights
 
     for name in (*COPIED_FILES, *TOKENIZER_FILES):
         item = run_dir / name
@@ -213,12 +218,17 @@ def _write_export(run_dir: Path, out_dir: Path, repo_id: str | None) -> None:
         if values.pop("auto_map", None) is not None:  # would name code nlpipe did not write
             tokenizer_config.write_text(json.dumps(values, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
-    config = transformers.AutoConfig.from_pretrained(run_dir)
+    try:
+        config = transformers.AutoConfig.from_pretrained(run_dir, trust_remote_code=False)
+    except Exception as exc:  # unknown model_type, bad values: transformers raises several types
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise NlpipeError(f"{run_dir / 'config.json'}: does not load ({detail}); rerun the run or restore the file"
+                          ) from None
     auto_class = _auto_class_for(config)
     for key in ("auto_map", "custom_pipelines"):  # regenerated below from nlpipe's own classes, never trusted
         if hasattr(config, key):
             delattr(config, key)
-    model = getattr(transformers, auto_class).from_pretrained(run_dir, config=config, use_safetensors=True)
+    model = load_weights(getattr(transformers, auto_class), run_dir, config=config)
     if _is_nlpipe_class(type(model)):
         with _registered_for_auto_class(type(model.config), type(model), auto_class):
             _add_custom_pipeline(model, auto_class, out_dir)

@@ -359,14 +359,14 @@ class PreparedRunFolder:
     def abandon(self) -> None:
         """After a failure: drop what this run made that holds nothing worth keeping, and release the lock.
 
-        A staging folder without a checkpoint goes (the old run is untouched); one with a checkpoint stays for
-        ``--resume``. Parent folders made only for this run go when empty.
+        A folder this run made (the staging folder of an overwrite, or a new run folder) goes when it holds no
+        checkpoint, so the rerun is not blocked (an overwrite's old run is untouched); one with a checkpoint stays
+        for ``--resume``. Parent folders made only for this run go when empty.
         """
         try:
-            if self.writer and self.staged and self.work_dir.exists() and _latest_checkpoint(self.work_dir) is None:
+            ours = self.staged or self._created
+            if self.writer and ours and self.work_dir.is_dir() and _latest_checkpoint(self.work_dir) is None:
                 remove_run_folder(self.work_dir)
-            elif self.writer and self._created and self.work_dir.is_dir() and not any(self.work_dir.iterdir()):
-                self.work_dir.rmdir()
         finally:
             self.release()
 
@@ -421,6 +421,8 @@ def prepare_run_folder(
         from, cannot be written, or its disk is nearly full.
     """
     target = Path(output_dir)
+    if target.name in ("", ".", ".."):  # "." or "runs/.." : siblings are named after the folder's real name
+        target = Path(os.path.abspath(target))
     target = _target_of_staging(target) or target
     staging = staging_path(target)
     if target.exists() and not target.is_dir():
@@ -466,11 +468,12 @@ def prepare_run_folder(
                 f"{target}: folder already holds files that are not an nlpipe run ({_listing(names)}); "
                 "choose another --output-dir"
             )
-        elif holds_files:
-            check_replaceable(target)
+        elif overwrite and (holds_files or staging.exists()):
+            if holds_files:
+                check_replaceable(target)
             prepared.work_dir, prepared.staged = staging, True
-            if staging.exists():
-                check_replaceable(staging)  # ours, or refuse to delete it
+            if staging.exists() and not (staging.is_dir() and not any(staging.iterdir())):
+                check_replaceable(staging)  # an earlier overwrite's work: ours, or refuse to delete it
         if writer:
             _probe_writable(prepared.work_dir)
     except BaseException:
@@ -541,6 +544,8 @@ def replacing_folder(out_dir: str | Path, option: str, marker: str) -> Iterator[
         NlpipeError: `out_dir` is or lies in a run folder, or holds files that are not this command's output.
     """
     out_dir = Path(out_dir)
+    if out_dir.name in ("", ".", ".."):  # the staging folder is named after the real folder
+        out_dir = Path(os.path.abspath(out_dir))
     earlier_output = _regular_file(out_dir / marker)
     # An earlier output may look like a run folder (an export holds recipe.yaml); its parents may not be one.
     refuse_run_folder(out_dir.parent if earlier_output else out_dir, option)
@@ -817,14 +822,7 @@ def open_run(
         auto = getattr(transformers, get_task(checked.recipe).auto_class)
     else:
         auto = _auto_class_of_config(checked.config)
-    try:
-        model = auto.from_pretrained(run_dir, use_safetensors=True, trust_remote_code=False,
-                                     **(model_kwargs or {}))
-    except Exception as exc:  # transformers raises many types for a folder that does not fit together
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise NlpipeError(
-            f"{run_dir / 'model.safetensors'}: does not load with {run_dir / 'config.json'} ({detail}); {RERUN}"
-        ) from None
+    model = load_weights(auto, run_dir, **(model_kwargs or {}))
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(run_dir, trust_remote_code=False)
     except Exception as exc:
@@ -832,6 +830,44 @@ def open_run(
         raise NlpipeError(f"{run_dir / 'tokenizer.json'}: does not load ({detail}); {RERUN}") from None
     model.eval()
     return checked, model, tokenizer
+
+
+def load_weights(auto: Any, run_dir: str | Path, **kwargs: Any) -> Any:
+    """``auto.from_pretrained(run_dir)`` from safetensors only, without remote code, quietly, and refusing
+    weights that do not fit ``config.json`` (transformers would initialise missing or reshaped tensors at random).
+
+    Raises:
+        NlpipeError: naming ``model.safetensors``, ``config.json`` and the first tensor that does not fit.
+    """
+    import transformers
+
+    run_dir = Path(run_dir)
+    weights = f"{run_dir / 'model.safetensors'}: does not fit {run_dir / 'config.json'}"
+    verbosity = transformers.logging.get_verbosity()
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.logging.set_verbosity_error()  # its load report would print a table; we say it in one line
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        model, loading = auto.from_pretrained(
+            run_dir, use_safetensors=True, trust_remote_code=False, output_loading_info=True,
+            ignore_mismatched_sizes=True, **kwargs,
+        )
+    except Exception as exc:  # transformers raises many types for a folder that does not fit together
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise NlpipeError(f"{weights} ({detail}); {RERUN}") from None
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
+    # Missing or reshaped tensors would be initialised at random: a model that answers nonsense.
+    for kind, what in (("mismatched_keys", "has another shape than"), ("missing_keys", "is missing, expected by")):
+        found = sorted(loading.get(kind) or [], key=str)
+        if found:
+            first = found[0]
+            name = first[0] if isinstance(first, (tuple, list)) else first
+            more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+            raise NlpipeError(f"{weights}: tensor '{name}' {what} config.json{more}; {RERUN}")
+    return model
 
 
 def _auto_class_of_config(config: dict[str, Any]) -> Any:

@@ -59,7 +59,7 @@ def assert_one_error_line(result: subprocess.CompletedProcess[str], *fragments: 
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr[-3000:]
+    assert len(errors) == 1 and len(lines) == 1, result.stderr[-3000:]
     for fragment in fragments:
         assert fragment in errors[0], f"{fragment!r} not in {errors[0]!r}"
     return errors[0]
@@ -265,6 +265,14 @@ def _other_model_recipe(run: Path) -> None:
     (run / "recipe.yaml").write_text(text)
 
 
+def _drop_tensor(run: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(run / "model.safetensors"))
+    del weights["encoder.bias_hh_l0"]
+    save_file(weights, str(run / "model.safetensors"), metadata={"format": "pt"})
+
+
 def _training_now(run: Path) -> None:
     (run / "model.safetensors").unlink()
 
@@ -291,6 +299,11 @@ BROKEN = {
     "predict-tokenizer-replaced": (_bigger_tokenizer, ["predict", "RUN", "x"],
                                    ["tokenizer.json:", "tokens, but the model in config.json has vocab_size",
                                     "was it replaced"]),
+    "predict-weights-missing-a-tensor": (_drop_tensor, ["predict", "RUN", "x"],
+                                         ["model.safetensors: does not fit", "tensor 'encoder.bias_hh_l0' is missing"]),
+    "eval-config-reshaped": (lambda run: _edit_json(run / "config.json", lambda c: c.update(hidden_size=24)),
+                             ["eval", "RUN", "--data", "sample"],
+                             ["model.safetensors: does not fit", "has another shape than config.json"]),
     "predict-mixed-runs": (_other_model_recipe, ["predict", "RUN", "x"],
                            ["config.json: key 'model_type'", "mixes two runs"]),
     "attention-on-ner-rnn-run": (lambda run: None, ["attention", "RUN", "Peter works in Berlin", "--out", "a.png"],
@@ -298,6 +311,8 @@ BROKEN = {
                                   "give such a run folder"]),
     "export-truncated-weights": (_truncate("model.safetensors", 0.9), ["export", "RUN", "exported"],
                                  ["model.safetensors: truncated or damaged weights"]),
+    "export-weights-missing-a-tensor": (_drop_tensor, ["export", "RUN", "exported"],
+                                        ["model.safetensors: does not fit", "tensor 'encoder.bias_hh_l0' is missing"]),
     "push-half-config": (_truncate("config.json"), ["push", "RUN", "me/x"], ["config.json: line", "not valid JSON"]),
     "predict-while-training": (_training_now, ["predict", "RUN", "x"],
                                ["a run is still training into this folder", f"process {os.getpid()}"]),
@@ -348,3 +363,114 @@ def test_compare_tolerates_malformed_values_and_a_half_written_last_log_line(tag
     row = next(line for line in table.splitlines() if line.startswith("| myrun "))
     assert row.count("–") >= 3, row  # parameters, score, wall time shown as missing, not as garbage
     assert snapshot(run) == before
+
+
+# ----------------------------------------------------------------------------------------------- staging, in process
+
+
+def _fake_checkpoint(folder: Path) -> None:
+    step = folder / "checkpoints" / "step-00000004"
+    step.mkdir(parents=True)
+    (step / "trainer_state.json").write_text("{}")
+    (folder / "checkpoints" / "latest").write_text("step-00000004")
+
+
+def test_resume_continues_an_interrupted_overwrite_and_swaps_at_the_end(tmp_path: Path) -> None:
+    from nlpipe.run_folder import prepare_run_folder
+
+    target = make_run_folder("tagger", tmp_path / "runs" / "x")
+    old_weights = (target / "model.safetensors").read_bytes()
+    staging = staging_path(target)
+    staging.mkdir()
+    (staging / "recipe.yaml").write_text((target / "recipe.yaml").read_text())
+    _fake_checkpoint(staging)
+    # Neither flag: refused, naming both ways on.
+    with pytest.raises(Exception, match="interrupted --overwrite .* pass --resume .* or --overwrite"):
+        prepare_run_folder(target)
+    # The loop's resume hint may name the staging folder itself: it means the same run folder.
+    via_staging = prepare_run_folder(staging, resume=True)
+    assert (via_staging.target, via_staging.work_dir) == (target, staging)
+    via_staging.release()
+    folder = prepare_run_folder(target, resume=True)
+    assert folder.staged and folder.work_dir == staging and lock_path(target).is_file()
+    assert folder.create() == staging and (staging / "checkpoints" / "latest").is_file()  # resume keeps them
+    assert (target / "model.safetensors").read_bytes() == old_weights  # untouched until the end
+    (staging / "model.safetensors").write_bytes(b"new")
+    assert folder.finish() == target
+    assert (target / "model.safetensors").read_bytes() == b"new"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["x"]  # no staging, no old copy, no lock
+
+
+def test_a_swap_killed_between_its_renames_is_undone(tmp_path: Path) -> None:
+    from nlpipe.run_folder import prepare_run_folder
+
+    target = tmp_path / "runs" / "x"
+    replaced = target.parent / ".x.nlpipe-replaced"
+    make_run_folder("tagger", replaced)  # the old run, renamed away; the new one never arrived
+    folder = prepare_run_folder(target, overwrite=True)
+    try:
+        assert is_run_folder(target) and not replaced.exists()
+        assert folder.staged  # the restored run is replaced only at the end of this one
+    finally:
+        folder.abandon()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["x"]
+
+
+def test_failed_staged_run_without_checkpoint_leaves_nothing(tmp_path: Path) -> None:
+    from nlpipe.run_folder import prepare_run_folder
+
+    target = make_run_folder("tagger", tmp_path / "runs" / "x")
+    before = snapshot(tmp_path)
+    folder = prepare_run_folder(target, overwrite=True)
+    folder.create()
+    (folder.work_dir / "recipe.yaml").write_text("# nlpipe run recipe x\n")
+    folder.abandon()
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_failure_before_the_first_checkpoint_leaves_nothing_that_blocks_the_rerun(
+    existing: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that fails mid-training with nothing to resume (e.g. a NaN at step 3) leaves no half run folder:
+    the rerun it suggests works as is; an overwrite's old run stays whole."""
+    import nlpipe.training.loop
+    from nlpipe.errors import NlpipeError
+    from nlpipe.run import run_recipe
+
+    if existing:
+        make_run_folder("tagger", tmp_path / "runs" / "x")
+    before = snapshot(tmp_path)
+
+    def fails(task, model, encoded, raw, recipe, run_dir, *args, **kwargs):
+        assert (run_dir / "recipe.yaml").is_file()  # the work folder was written ...
+        raise NlpipeError("loss became nan at step 3 (injected)")
+
+    monkeypatch.setattr(nlpipe.training.loop, "train", fails)
+    with pytest.raises(NlpipeError, match="injected"):
+        run_recipe("ner-bilstm", TINY, data="sample", output_dir=tmp_path / "runs" / "x", overwrite=existing,
+                   progress=False)
+    assert snapshot(tmp_path) == before  # ... and taken back: no run folder, staging folder or lock file
+
+
+def test_overwrite_clears_an_abandoned_staging_folder_even_without_an_old_run(tmp_path: Path) -> None:
+    from nlpipe.run_folder import prepare_run_folder
+
+    target = tmp_path / "runs" / "x"
+    staging = staging_path(target)
+    staging.mkdir(parents=True)
+    (staging / "recipe.yaml").write_text("# nlpipe run recipe x.yaml\n")
+    _fake_checkpoint(staging)
+    folder = prepare_run_folder(target, overwrite=True)
+    assert folder.staged
+    folder.create()
+    assert not (staging / "checkpoints").exists()  # started over, as asked
+    (staging / "recipe.yaml").write_text("# nlpipe run recipe x.yaml\n")
+    folder.finish()
+    assert is_run_folder(target) and sorted(p.name for p in target.parent.iterdir()) == ["x"]
+
+
+def test_every_case_is_a_row_of_the_catalogue() -> None:
+    table = (REPO / "docs" / "errors.md").read_text(encoding="utf-8")
+    for case in (*REFUSED, *BROKEN):
+        assert f"`{case}`" in table, f"docs/errors.md lacks the row {case}"
