@@ -426,11 +426,11 @@ def runs_show_cli(
 
 @app.command("serve")
 def serve_cli(
-    run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder (with --onnx: or an ONNX export folder).")],
     host: Annotated[str, typer.Option("--host", help="Address to listen on (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on (0: any free port).")] = 8000,
-    onnx: Annotated[bool, typer.Option("--onnx", help="Run the model with ONNX Runtime (needs nlpipe.export).")]
-    = False,
+    onnx: Annotated[bool, typer.Option("--onnx", help="Run it with ONNX Runtime: RUN_DIR-onnx (exported there "
+                                       "when missing), or the ONNX export folder given.")] = False,
     max_texts: Annotated[int, typer.Option("--max-texts", help="Texts per request.")] = 64,
     max_chars: Annotated[int, typer.Option("--max-chars", help="Characters per text.")] = 5_000,
     max_batch_size: Annotated[int, typer.Option("--max-batch-size", help="Texts per model call.")] = 32,

@@ -10,6 +10,7 @@ standalone ``onnx_runner.py``, then check the folder against PyTorch with `verif
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import shutil
@@ -143,7 +144,8 @@ def export_onnx(
         if quantize == "int8":
             quantize_int8(path)
     settings = {"format": "nlpipe-onnx", "kind": family.kind, "model_type": model_type,
-                "quantization": quantize or "float32", "source_run": run_dir.name, **family.runner_config()}
+                "quantization": quantize or "float32", "source_run": run_dir.name, **family.runner_config(),
+                **source_settings(run_dir, recipe, tokenizer)}
     (out_dir / "onnx_config.json").write_text(json.dumps(settings, indent=1, ensure_ascii=False) + "\n")
     shutil.copyfile(run_dir / "tokenizer.json", out_dir / "tokenizer.json")
     shutil.copyfile(RUNNER_FILE, out_dir / "onnx_runner.py")
@@ -159,6 +161,40 @@ def export_onnx(
             )
     files = sorted(p.name for p in out_dir.iterdir())
     return OnnxExportResult(out_dir=out_dir, files=files, parity=parity)
+
+
+def weights_fingerprint(run_dir: Path) -> str:
+    """SHA-256 over a run folder's ``*.safetensors`` files: tells whether an export still matches the run."""
+    digest = hashlib.sha256()
+    for path in sorted(run_dir.glob("*.safetensors")):
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def source_settings(run_dir: Path, recipe: Any, tokenizer: Any) -> dict[str, Any]:
+    """What ``nlpipe serve --onnx`` needs beyond the runner's settings: the recipe task (translation and
+    summarization share the seq2seq runner), the tokenizer's input limit (the PyTorch path truncates
+    generation inputs there), the source weights' fingerprint (a stale export is refused) and the run's
+    card metadata (shown at ``GET /``)."""
+    from ..model_card import HEADLINE
+
+    window = getattr(tokenizer, "model_max_length", None)
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        metrics = {}
+    headline = {split: {name: metrics[split][name] for name in HEADLINE.get(recipe.task, [])
+                        if name in metrics[split]}
+                for split in ("validation", "test") if isinstance(metrics.get(split), dict)}
+    return {"task": recipe.task,
+            "model_max_length": window if isinstance(window, int) and window < 10**6 else None,
+            "source_weights_sha256": weights_fingerprint(run_dir),
+            "source": {"name": recipe.name, "description": recipe.description,
+                       "model": {"type": recipe.model.get("type"), "parameters": metrics.get("parameters")},
+                       "metrics": headline, "selection_metric": metrics.get("selection_metric")}}
 
 
 def verify_onnx_export(family: OnnxFamilyConfig, out_dir: Path, texts: list[str]) -> ParityReport:

@@ -54,8 +54,7 @@ class RnnLmOnnxConfig(OnnxFamilyConfig):
     def runner_config(self) -> dict[str, Any]:
         config = self.model.config
         generation = self.model.generation_config
-        settings = {k: getattr(generation, k) for k in ("max_new_tokens", "do_sample", "top_k", "temperature")
-                    if getattr(generation, k, None) is not None}
+        settings = lm_generation_settings(self.model, self.recipe)
         return {
             "graphs": {"model": "model.onnx"},
             "state_names": self._state_names(),
@@ -72,3 +71,20 @@ class RnnLmOnnxConfig(OnnxFamilyConfig):
     def check_parity(self, runner: Any, texts: list[str]) -> ParityReport:
         """Greedy `generate()` ids vs the runner's, and the logits along that path."""
         return check_generation_parity(self, runner, texts, seq2seq=False)
+
+
+LM_GENERATION_KEYS = ("max_new_tokens", "do_sample", "top_k", "temperature")
+
+
+def lm_generation_settings(model: Any, recipe: Any) -> dict[str, Any]:
+    """The runner's continuation settings: the model's generation config, overridden by the recipe's
+    ``generate`` section as the causal-lm task passes it to ``generate()`` (what ``nlpipe predict`` and
+    ``nlpipe serve`` answer with)."""
+    generation = model.generation_config
+    settings = {k: getattr(generation, k) for k in LM_GENERATION_KEYS if getattr(generation, k, None) is not None}
+    if recipe is not None and getattr(recipe, "task", None) == "causal-lm":
+        from ..tasks import get_task
+
+        settings.update({k: v for k, v in get_task(recipe).generation_kwargs().items()
+                         if k in LM_GENERATION_KEYS and v is not None})
+    return settings

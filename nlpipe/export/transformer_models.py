@@ -137,9 +137,10 @@ class Gpt2OnnxConfig(OnnxFamilyConfig):
 
     def runner_config(self) -> dict[str, Any]:
         layers, heads, head_dim = self._shape()
+        from .rnn_lm import lm_generation_settings
+
         generation = self.model.generation_config
-        settings = {k: getattr(generation, k) for k in ("max_new_tokens", "do_sample", "top_k", "temperature")
-                    if getattr(generation, k, None) is not None}
+        settings = lm_generation_settings(self.model, self.recipe)
         names = cache_names(layers)
         return {
             "graphs": {"model": "model.onnx"},

@@ -1,6 +1,6 @@
 """`nlpipe serve`: a run folder's model behind an HTTP JSON API and a small web page.
 
-- `predictors`: the model behind a small interface (texts → results); PyTorch now, ONNX plugs in.
+- `predictors`: the model behind a small interface (texts → results): PyTorch, or ONNX (`--onnx`, from nlpipe.export).
 - `batching`: one asyncio queue and worker that group concurrent requests into model calls.
 - `routers`: one FastAPI router per task (``/entities``, ``/translation``, ``/summary``, ``/continuation``).
 - `app`: the app factory (`create_app`): limits, JSON errors, ``/health``, metadata at ``/``, the page.

@@ -224,7 +224,8 @@ def create_app(predictor: Predictor, metadata: dict[str, Any] | None = None,
     @app.get("/health", tags=["server"])
     async def health() -> dict[str, Any]:
         """The server is up and its model loaded."""
-        return {"status": "ok", "task": predictor.task, "endpoint": endpoint, "queued": queue.queued,
+        return {"status": "ok", "task": predictor.task, "backend": info["backend"], "endpoint": endpoint,
+                "queued": queue.queued,
                 "requests": queue.requests, "batches": queue.batches}
 
     @app.get("/", tags=["server"], response_model=None)

@@ -3,7 +3,7 @@
 The HTTP layer only knows `Predictor`: a task name, a preferred batch size and ``predict(texts)``.
 `TorchPredictor` runs a run folder's model with nlpipe's own prediction code (the ``ner`` pipeline
 for taggers, the task's ``predict_texts`` for generation, i.e. what ``nlpipe predict`` prints); an
-ONNX predictor (``--onnx``) plugs in behind the same interface once ``nlpipe.export`` provides one.
+ONNX predictor (``--onnx``, `nlpipe.export.OnnxPredictor`) answers behind the same interface.
 
 Results per task (the keys every predictor must return, in input order):
 
@@ -17,7 +17,6 @@ Results per task (the keys every predictor must return, in input order):
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -117,24 +116,14 @@ def load_predictor(run_dir: str | Path, *, onnx: bool = False, batch_size: int =
     """The predictor for a run folder: PyTorch, or ONNX Runtime with ``onnx=True``.
 
     Raises:
-        NlpipeError: the folder cannot be served, or ONNX serving is not available in this install.
+        NlpipeError: the folder cannot be served (with ``onnx=True``: see `nlpipe.export.onnx_predictor`).
     """
     if not onnx:
         return TorchPredictor(run_dir, batch_size=batch_size)
-    # ONNX export lives in nlpipe.export (being added); it plugs in by providing `onnx_predictor(path, batch_size)`
-    # that returns a `Predictor`.
-    if importlib.util.find_spec("nlpipe.export") is None:
-        raise NlpipeError("--onnx: ONNX serving is not available yet in this nlpipe (no nlpipe.export); "
-                          "serve the PyTorch model without --onnx")
-    export = importlib.import_module("nlpipe.export")
-    factory = getattr(export, "onnx_predictor", None)
-    if factory is None:
-        raise NlpipeError("--onnx: this nlpipe.export has no serving predictor (onnx_predictor) yet; "
-                          "serve the PyTorch model without --onnx")
-    predictor = factory(run_dir, batch_size=batch_size)
-    if not isinstance(predictor, Predictor):
-        raise NlpipeError(f"--onnx: nlpipe.export.onnx_predictor returned {type(predictor).__name__}, not a Predictor")
-    return predictor
+    # ONNX serving lives beside the exporter: an export folder, or RUN_DIR's RUN_DIR-onnx (docs/serving.md).
+    from ..export import onnx_predictor
+
+    return onnx_predictor(run_dir, batch_size=batch_size)
 
 
 __all__ = ["Predictor", "TorchPredictor", "TASK_ENDPOINTS", "load_predictor"]

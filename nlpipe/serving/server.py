@@ -48,13 +48,17 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, onn
     sock = bind_socket(host, port)
     try:
         predictor = load_predictor(run_dir, onnx=onnx, batch_size=limits.max_batch_size)
-        app = create_app(predictor, run_metadata(run_dir), limits)
+        # A run folder's card metadata; an ONNX predictor adds its export's (and alone describes an export folder).
+        metadata = run_metadata(run_dir) if (Path(run_dir) / "recipe.yaml").is_file() else {}
+        metadata = {**(getattr(predictor, "metadata", None) or {}), **metadata}
+        app = create_app(predictor, metadata or None, limits)
     except BaseException:
         sock.close()
         raise
     address = sock.getsockname()
     shown_host = f"[{address[0]}]" if ":" in address[0] else address[0]
-    print(f"serving {run_dir} ({predictor.task}) at http://{shown_host}:{address[1]}  "
+    backend = getattr(predictor, "backend", "pytorch")
+    print(f"serving {run_dir} ({predictor.task}, {backend}) at http://{shown_host}:{address[1]}  "
           f"(page: /ui, API: POST /{TASK_ENDPOINTS[predictor.task]}, /health; Ctrl-C stops)", flush=True)
     if address[0] not in ("127.0.0.1", "::1"):
         print("note: the server has no authentication; anyone who can reach this address can use the model",

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 
 import nlpipe  # noqa: F401  (registers the pipelines)
-from nlpipe.errors import NlpipeError
 from nlpipe.prediction import predict
-from nlpipe.serving.predictors import Predictor, TorchPredictor, load_predictor
+from nlpipe.serving.predictors import Predictor, TorchPredictor
 
 SENTENCE = "Peter Blackburn met EU officials in Zürich on Monday ."
 
@@ -49,15 +48,6 @@ def test_translation_results_are_what_nlpipe_predict_prints(translation_run: Pat
     texts = ["die Katze das Buch findet .", "ein Hund läuft ."]
     results = TorchPredictor(translation_run).predict(texts)
     assert results == [{"text": r["text"], "translation": r["output"]} for r in predict(translation_run, texts)]
-
-
-def test_onnx_is_not_available_without_nlpipe_export(ner_run: Path) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("nlpipe.export") is not None:
-        pytest.skip("nlpipe.export exists: --onnx is tested with the exporter")
-    with pytest.raises(NlpipeError, match="not available yet"):
-        load_predictor(ner_run, onnx=True)
 
 
 def test_continuation_results_are_what_nlpipe_predict_prints(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import socket
@@ -38,13 +37,6 @@ def test_taken_port(ner_run: Path) -> None:
         taken.listen(1)
         port = str(taken.getsockname()[1])
         assert_one_line_error(serve_command(str(ner_run), "--port", port), f"--port {port}", "choose another --port")
-
-
-@pytest.mark.skipif(importlib.util.find_spec("nlpipe.export") is not None
-                    and hasattr(importlib.import_module("nlpipe.export"), "onnx_predictor"),
-                    reason="nlpipe.export serves ONNX models now; tested with the exporter")
-def test_onnx_not_available_yet_is_a_clear_error(ner_run: Path) -> None:
-    assert_one_line_error(serve_command(str(ner_run), "--port", "0", "--onnx"), "--onnx", "without --onnx")
 
 
 def test_ctrl_c_stops_the_server_cleanly(ner_run: Path, tmp_path: Path) -> None:
