@@ -68,8 +68,12 @@ def _dataclass_settings(cls: type, obj: Any, prefix: str, skip: tuple[str, ...] 
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):  # a nested section (train.budget): one row per key inside it
+            out += _dataclass_settings(type(value), value, f"{prefix}{f.name}.")
+            continue
         default, required = _default(f)
-        out.append(Setting(f"{prefix}{f.name}", getattr(obj, f.name), str(f.type), default,
+        out.append(Setting(f"{prefix}{f.name}", value, str(f.type), default,
                            one_line(docs.get(f.name, "")), required))
     return out
 

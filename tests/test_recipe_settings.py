@@ -36,7 +36,8 @@ def accepted_keys(recipe: Recipe) -> set[str]:
     walk(Recipe, "")
     keys |= {"model.type", "tokenizer.spec"}
     keys |= {f"model.{name}" for name in config_fields(_import(MODELS[recipe.model["type"]].config_class))}
-    keys |= {f"tokenizer.{f.name}" for f in dataclasses.fields(TokenizerSpec) if f.name != "name"}
+    if recipe.tokenizer.get("spec") != "init_from":  # init_from reuses the source's tokenizer: no spec fields
+        keys |= {f"tokenizer.{f.name}" for f in dataclasses.fields(TokenizerSpec) if f.name != "name"}
     return keys
 
 
