@@ -160,3 +160,29 @@ def test_every_ner_recipe_works_through_pipeline_in_one_fresh_process(tmp_path: 
             assert spans == [(e["entity_group"], e["start"], e["end"]) for e in want["entities"]], name
             compared += len(spans)
     assert compared > 0, "no recurrent tagger predicted any entity: the comparison would be empty"
+
+
+def test_length_sorted_batches_give_the_one_by_one_entities_in_input_order(crf_run: Path) -> None:
+    """A list longer than the batch is tagged in order of length (less padding); every text still gets the
+    entities (and scores) it gets alone, at its own position in the answer."""
+    from transformers import pipeline
+
+    import nlpipe  # noqa: F401  (registers the tagger pipeline)
+
+    texts = [TEXTS[i % 3] if i % 4 else TEXTS[i % 3].split(" (")[0] for i in range(10)] + ["Paris", "EU ."]
+    texts = [f"{text} Hans Berger in Bonn ." * (1 + i % 3) for i, text in enumerate(texts)]
+    ner = pipeline("ner", model=str(crf_run), aggregation_strategy="simple")
+    alone = [ner(text) for text in texts]
+    for batched in (ner(texts, batch_size=4), pipeline("ner", model=str(crf_run), aggregation_strategy="simple",
+                                                       batch_size=5)(texts)):
+        assert len(batched) == len(texts)
+        for text, got, want in zip(texts, batched, alone, strict=True):
+            check_offsets(text, got, words_as_written=True)
+            assert [(e["entity_group"], e["start"], e["end"]) for e in got] == [
+                (e["entity_group"], e["start"], e["end"]) for e in want
+            ]
+            assert [e["score"] for e in got] == pytest.approx([e["score"] for e in want], abs=1e-4)
+    assert sum(map(len, alone)) > 0, "no entity predicted: the comparison would be empty"
+    # bf16 autocast (opt-in) runs the same path and answers every text, in order.
+    fast = ner(texts, batch_size=4, bf16=True)
+    assert len(fast) == len(texts) and all(isinstance(entities, list) for entities in fast)

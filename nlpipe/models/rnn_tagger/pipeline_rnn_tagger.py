@@ -35,7 +35,11 @@ CHAR_UNK_ID = 1  # RnnTaggerConfig.CHAR_UNK_ID; 0 pads
 
 
 def char_ids_from_offsets(
-    text: str, offsets: list[tuple[int, int]], special: list[bool], config: Any
+    text: str,
+    offsets: list[tuple[int, int]],
+    special: list[bool],
+    config: Any,
+    char_to_id: dict[str, int] | None = None,
 ) -> torch.Tensor:
     """Character ids (1, T, C) of each token: ``text[start:end]`` mapped with the config's char vocabulary.
 
@@ -44,18 +48,24 @@ def char_ids_from_offsets(
         offsets: (start, end) per token.
         special: per token, True for special tokens (no characters: an all-padding row).
         config: an `RnnTaggerConfig` (uses ``char_vocab`` and ``max_word_chars``).
+        char_to_id: the config's character → id map, when the caller has it already (built otherwise).
     """
-    char_to_id = {char: index + 2 for index, char in enumerate(config.char_vocab or [])}
+    if char_to_id is None:
+        char_to_id = char_vocabulary(config)
+    width = config.max_word_chars
     spans = [text[start:end] for (start, end), is_special in zip(offsets, special, strict=True) if not is_special]
-    encoded = iter(encode_words_to_char_ids(spans, char_to_id, config.max_word_chars, CHAR_UNK_ID))
-    rows = [[] if is_special else next(encoded) for is_special in special]
+    encoded = iter(encode_words_to_char_ids(spans, char_to_id, width, CHAR_UNK_ID))
     # Always max_word_chars wide: the pipeline's batching pads only the token dimension, so every chunk
-    # needs the same width. The encoder drops all-padding columns, so this costs nothing.
-    char_ids = torch.zeros((1, len(rows), config.max_word_chars), dtype=torch.long)  # (1, T, C)
-    for position, row in enumerate(rows):
-        if row:
-            char_ids[0, position, : len(row)] = torch.tensor(row)
-    return char_ids
+    # needs the same width. The encoder drops all-padding columns, so this costs nothing. One tensor is
+    # built from padded Python rows (not one small tensor per token: that was most of this function's time).
+    empty = [0] * width
+    rows = [empty if is_special else (row := next(encoded)) + [0] * (width - len(row)) for is_special in special]
+    return torch.tensor([rows], dtype=torch.long).reshape(1, len(rows), width)  # (1, T, C)
+
+
+def char_vocabulary(config: Any) -> dict[str, int]:
+    """The config's character → id map (0 pads, 1 is unknown, the vocabulary starts at 2)."""
+    return {char: index + 2 for index, char in enumerate(config.char_vocab or [])}
 
 
 class RnnTaggerTokenClassificationPipeline(TokenClassificationPipeline):
@@ -73,6 +83,49 @@ class RnnTaggerTokenClassificationPipeline(TokenClassificationPipeline):
 
     def _is_rnn_tagger(self) -> bool:
         return getattr(self.model.config, "model_type", None) == RNN_TAGGER_MODEL_TYPE
+
+    def _sanitize_parameters(self, bf16: bool | None = None, **kwargs: Any):
+        """The standard parameters, plus ``bf16=True``: run the tagger under bfloat16 autocast (opt-in).
+
+        On a CPU with AMX (or a GPU) bf16 matrix products make the recurrent encoder ≈2-3× faster at batch
+        32; the CRF and the scores stay float32. Entities can differ from float32 where two labels are
+        nearly tied, so float32 stays the default.
+        """
+        preprocess_params, forward_params, postprocess_params = super()._sanitize_parameters(**kwargs)
+        if bf16 is not None:
+            forward_params["bf16"] = bool(bf16)
+        return preprocess_params, forward_params, postprocess_params
+
+    def get_inference_context(self):
+        """``torch.inference_mode`` for our taggers (their CRF decoding needs no autograd), else the standard."""
+        return torch.inference_mode if self._is_rnn_tagger() else super().get_inference_context()
+
+    def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        """Tag one text or a list of texts; a list is batched in order of length, answers in input order.
+
+        The standard pipeline batches texts in the order given, so every batch is padded to its longest
+        text. Our taggers' outputs for a text do not depend on its batch neighbours (packed-equivalent
+        RNN passes, per-word char encoding, per-row CRF), so sorting by length first changes no entity and
+        removes most of the padding: ≈2× less recurrent work on CoNLL-2003 at batch 32.
+        """
+        batch_size = kwargs.get("batch_size", getattr(self, "_batch_size", None)) or 1
+        sortable = (
+            self._is_rnn_tagger()
+            and batch_size > 1
+            and isinstance(inputs, list)
+            and len(inputs) > batch_size
+            and all(isinstance(text, str) for text in inputs)
+            and not kwargs.get("is_split_into_words")
+            and kwargs.get("offset_mapping") is None
+        )
+        if not sortable:
+            return super().__call__(inputs, *args, **kwargs)
+        order = sorted(range(len(inputs)), key=lambda index: len(inputs[index]))
+        outputs = super().__call__([inputs[index] for index in order], *args, **kwargs)
+        results: list[Any] = [None] * len(inputs)
+        for position, index in enumerate(order):
+            results[index] = outputs[position]
+        return results
 
     def preprocess(self, sentence: Any, offset_mapping: Any = None, **preprocess_params: Any):
         """The standard chunks, plus ``char_ids`` for models with a character encoder."""
@@ -96,7 +149,10 @@ class RnnTaggerTokenClassificationPipeline(TokenClassificationPipeline):
                         (start, end) if word is None else (start + word_starts[word][0], end + word_starts[word][0])
                         for word, (start, end) in zip(word_ids, offsets, strict=True)
                     ]
-                model_inputs["char_ids"] = char_ids_from_offsets(text, offsets, special, config)
+                char_to_id = getattr(self, "_char_to_id", None)
+                if char_to_id is None:
+                    char_to_id = self._char_to_id = char_vocabulary(config)
+                model_inputs["char_ids"] = char_ids_from_offsets(text, offsets, special, config, char_to_id)
             yield model_inputs
 
     def postprocess(self, all_outputs: list[dict[str, Any]], *args: Any, **kwargs: Any) -> list[dict]:
@@ -114,10 +170,14 @@ class RnnTaggerTokenClassificationPipeline(TokenClassificationPipeline):
                     entity["word"] = sentence[entity["start"] : entity["end"]]
         return entities
 
-    def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
+    def _forward(self, model_inputs: dict[str, Any], bf16: bool = False) -> dict[str, Any]:
         """The standard forward; for CRF taggers the logits become Viterbi-consistent log-marginals."""
         attention_mask = model_inputs.get("attention_mask")
-        outputs = super()._forward(model_inputs)
+        device_type = self.model.device.type
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16 and self._is_rnn_tagger()):
+            outputs = super()._forward(model_inputs)
+        if bf16:
+            outputs["logits"] = outputs["logits"].float()  # the CRF and the scores are float32
         if self._is_rnn_tagger() and getattr(self.model.config, "use_crf", False):
             if attention_mask is None:
                 attention_mask = torch.ones(outputs["logits"].shape[:2], dtype=torch.long)
@@ -126,4 +186,4 @@ class RnnTaggerTokenClassificationPipeline(TokenClassificationPipeline):
         return outputs
 
 
-__all__ = ["RnnTaggerTokenClassificationPipeline", "char_ids_from_offsets"]
+__all__ = ["RnnTaggerTokenClassificationPipeline", "char_ids_from_offsets", "char_vocabulary"]
