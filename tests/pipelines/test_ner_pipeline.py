@@ -186,6 +186,16 @@ def test_length_sorted_batches_give_the_one_by_one_entities_in_input_order(crf_r
     # A text with no token (empty, blanks) in a batch has no entity instead of failing the whole batch.
     empty, first = ner(["", texts[0], "  "], batch_size=2)[:2]
     assert empty == [] and [e["start"] for e in first] == [e["start"] for e in alone[0]]
+    # With stride (as `nlpipe serve` uses it), texts that fit one window take the batched path, and a batch holding a
+    # text longer than the window is tagged in overlapping windows (entities up to its end), as text by text.
+    windowed = pipeline("ner", model=str(crf_run), aggregation_strategy="simple", stride=16)
+    long_text = " ".join([texts[0]] * (windowed.tokenizer.model_max_length // len(texts[0].split()) + 2))
+    for batch in (texts[:5], [*texts[:3], long_text]):
+        got = windowed(batch, batch_size=2)
+        want = [windowed(text) for text in batch]
+        assert [[(e["entity_group"], e["start"], e["end"]) for e in entities] for entities in got] == [
+            [(e["entity_group"], e["start"], e["end"]) for e in entities] for entities in want
+        ]
     # bf16 autocast (opt-in) runs the same path and answers every text, in order.
     fast = ner(texts, batch_size=4, bf16=True)
     assert len(fast) == len(texts) and all(isinstance(entities, list) for entities in fast)

@@ -151,8 +151,12 @@ class RnnTaggerTokenClassificationPipeline(TokenClassificationPipeline):
         forward_params = {**self._forward_params, **forward_params}
         postprocess_params = {**self._postprocess_params, **postprocess_params}
         strategy = postprocess_params.get("aggregation_strategy")
+        # With `stride` a text longer than the model's window is tagged in overlapping windows (the standard
+        # path does that); a text that fits in one window is tagged exactly as without stride, here.
+        tokenizer_params = preprocess_params.get("tokenizer_params") or {}
+        windowed = bool(tokenizer_params)
         if (
-            preprocess_params.get("tokenizer_params")  # stride: overlapping windows, the standard path
+            set(tokenizer_params) - {"return_overflowing_tokens", "padding", "stride"}
             or preprocess_params.get("is_split_into_words")
             or getattr(strategy, "value", strategy) != "simple"
         ):
@@ -172,9 +176,11 @@ class RnnTaggerTokenClassificationPipeline(TokenClassificationPipeline):
                 indices = order[first : first + batch_size]
                 batch = [texts[index] for index in indices]
                 encoding = self.tokenizer(
-                    batch, return_tensors="pt", truncation=truncation, padding=True,
+                    batch, return_tensors="pt", truncation=truncation and not windowed, padding=True,
                     return_special_tokens_mask=True, return_offsets_mapping=True,
                 )
+                if windowed and encoding["input_ids"].shape[1] > self.tokenizer.model_max_length:
+                    return None  # some text needs several windows: the standard path tags them all
                 lengths = encoding["attention_mask"].sum(dim=1).tolist()
                 offsets = encoding["offset_mapping"].tolist()
                 special = encoding["special_tokens_mask"].tolist()
