@@ -165,14 +165,16 @@ def test_every_ner_recipe_works_through_pipeline_in_one_fresh_process(tmp_path: 
 def test_length_sorted_batches_give_the_one_by_one_entities_in_input_order(crf_run: Path) -> None:
     """A list longer than the batch is tagged in order of length (less padding); every text still gets the
     entities (and scores) it gets alone, at its own position in the answer."""
-    from transformers import pipeline
+    from transformers import TokenClassificationPipeline, pipeline
 
     import nlpipe  # noqa: F401  (registers the tagger pipeline)
 
     texts = [TEXTS[i % 3] if i % 4 else TEXTS[i % 3].split(" (")[0] for i in range(10)] + ["Paris", "EU ."]
     texts = [f"{text} Hans Berger in Bonn ." * (1 + i % 3) for i, text in enumerate(texts)]
     ner = pipeline("ner", model=str(crf_run), aggregation_strategy="simple")
-    alone = [ner(text) for text in texts]
+    # The reference: transformers' own per-text path (preprocess → _forward → postprocess, with our hooks).
+    alone = [TokenClassificationPipeline.__call__(ner, text) for text in texts]
+    assert [ner(text) for text in texts] == alone  # one text takes the fast path too: same entities and scores
     for batched in (ner(texts, batch_size=4), pipeline("ner", model=str(crf_run), aggregation_strategy="simple",
                                                        batch_size=5)(texts)):
         assert len(batched) == len(texts)
@@ -192,7 +194,7 @@ def test_length_sorted_batches_give_the_one_by_one_entities_in_input_order(crf_r
     long_text = " ".join([texts[0]] * (windowed.tokenizer.model_max_length // len(texts[0].split()) + 2))
     for batch in (texts[:5], [*texts[:3], long_text]):
         got = windowed(batch, batch_size=2)
-        want = [windowed(text) for text in batch]
+        want = [TokenClassificationPipeline.__call__(windowed, text) for text in batch]
         assert [[(e["entity_group"], e["start"], e["end"]) for e in entities] for entities in got] == [
             [(e["entity_group"], e["start"], e["end"]) for e in entities] for entities in want
         ]

@@ -14,10 +14,15 @@ labels off ``logits`` with an argmax. Our taggers may need two more things:
 Entity ``word``s are cut out of the input with the offsets, so a lower-cased or digit-normalised word
 vocabulary still reports "Paris" and "1996" as written, and "Al-Ain" keeps its hyphen.
 
+Speed: with ``aggregation_strategy="simple"`` (one text or a list), our taggers take a batched path that gives
+the same entities without the standard per-text machinery: texts sorted by length, one tokenizer call, one
+model + CRF pass per batch under ``inference_mode``, the standard "simple" grouping (docs/performance.md). Other
+calls take the standard path. ``bf16=True`` runs the model under bfloat16 autocast (AMX CPUs, GPUs; opt-in).
+
 Any other model (e.g. BERT) goes through the standard behaviour untouched, so this class can be
 registered for the whole ``token-classification`` task.
 
-This file is copied next to saved weights for ``trust_remote_code``: it imports only torch,
+This file is copied next to saved weights for ``trust_remote_code``: it imports only numpy, torch,
 transformers and sibling files, and registers nothing at import time.
 """
 
@@ -119,10 +124,10 @@ class RnnTaggerTokenClassificationPipeline(TokenClassificationPipeline):
             and not kwargs.get("is_split_into_words")
             and kwargs.get("offset_mapping") is None
         )
-        if self._is_rnn_tagger() and isinstance(inputs, list) and not args:
-            fast = self._tag_texts_in_batches(inputs, kwargs)
+        if self._is_rnn_tagger() and isinstance(inputs, (list, str)) and not args:
+            fast = self._tag_texts_in_batches([inputs] if isinstance(inputs, str) else inputs, kwargs)
             if fast is not None:
-                return fast
+                return fast[0] if isinstance(inputs, str) else fast
         if not sortable:
             return super().__call__(inputs, *args, **kwargs)
         order = sorted(range(len(inputs)), key=lambda index: len(inputs[index]))
@@ -133,7 +138,7 @@ class RnnTaggerTokenClassificationPipeline(TokenClassificationPipeline):
         return results
 
     def _tag_texts_in_batches(self, texts: list[Any], kwargs: dict[str, Any]) -> list[list[dict]] | None:
-        """The batched fast path for a list of texts with ``aggregation_strategy="simple"``; None where it does not apply.
+        """The fast path for texts with ``aggregation_strategy="simple"`` (one or a list); None where it does not apply.
 
         Same entities as the standard path (tested), without its per-text machinery: the fast tokenizer encodes
         a whole batch (texts sorted by length, so little padding) in one call, the char ids of a batch are one
