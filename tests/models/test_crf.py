@@ -234,3 +234,32 @@ def test_bad_inputs_raise():
         crf.log_partition(torch.zeros(2, 3, 3), torch.tensor([[1, 1, 0], [0, 0, 0]]))
     with pytest.raises(ValueError, match="allowed_transitions must have shape"):
         ConditionalRandomField(3, torch.ones(2, 2, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("lengths", [[4, 2, 1], [3, 3, 3], [1]])
+def test_marginals_and_viterbi_match_brute_force_and_autograd(lengths):
+    """The one-loop forward-backward + Viterbi used for inference: marginals = brute-force path posteriors
+    (= the gradient of log Z), path = viterbi_decode's, with and without padding and IOB2 constraints."""
+    allowed, allowed_start = iob2_transition_constraints(IOB2_LABELS)
+    crf = make_crf(5, seed=7, allowed_transitions=allowed, allowed_start=allowed_start)
+    emissions, _, mask = random_batch(5, lengths, seed=len(lengths))
+    marginals, path = crf.marginals_and_viterbi(emissions, mask)
+    assert torch.equal(path, crf.viterbi_decode(emissions, mask))
+    leaf = emissions.clone().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(crf.log_partition(leaf, mask).sum(), leaf)
+    assert torch.allclose(marginals, gradient, atol=1e-5)
+    transitions, start, end = (t.detach().double() for t in crf._constrained_scores())
+    for b, length in enumerate(lengths):
+        expected = torch.zeros(length, 5, dtype=torch.float64)
+        weights = {}
+        for candidate in itertools.product(range(5), repeat=length):
+            score = start[candidate[0]] + end[candidate[-1]] + sum(
+                emissions[b, t, candidate[t]].double() for t in range(length))
+            score += sum(transitions[candidate[t - 1], candidate[t]] for t in range(1, length))
+            weights[candidate] = math.exp(float(score))
+        total = sum(weights.values())
+        for candidate, weight in weights.items():
+            for t, tag in enumerate(candidate):
+                expected[t, tag] += weight / total
+        assert torch.allclose(marginals[b, :length].double(), expected, atol=1e-5)
+        assert marginals[b, length:].eq(0).all()

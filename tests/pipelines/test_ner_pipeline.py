@@ -160,3 +160,44 @@ def test_every_ner_recipe_works_through_pipeline_in_one_fresh_process(tmp_path: 
             assert spans == [(e["entity_group"], e["start"], e["end"]) for e in want["entities"]], name
             compared += len(spans)
     assert compared > 0, "no recurrent tagger predicted any entity: the comparison would be empty"
+
+
+def test_length_sorted_batches_give_the_one_by_one_entities_in_input_order(crf_run: Path) -> None:
+    """A list longer than the batch is tagged in order of length (less padding); every text still gets the
+    entities (and scores) it gets alone, at its own position in the answer."""
+    from transformers import TokenClassificationPipeline, pipeline
+
+    import nlpipe  # noqa: F401  (registers the tagger pipeline)
+
+    texts = [TEXTS[i % 3] if i % 4 else TEXTS[i % 3].split(" (")[0] for i in range(10)] + ["Paris", "EU ."]
+    texts = [f"{text} Hans Berger in Bonn ." * (1 + i % 3) for i, text in enumerate(texts)]
+    ner = pipeline("ner", model=str(crf_run), aggregation_strategy="simple")
+    # The reference: transformers' own per-text path (preprocess → _forward → postprocess, with our hooks).
+    alone = [TokenClassificationPipeline.__call__(ner, text) for text in texts]
+    assert [ner(text) for text in texts] == alone  # one text takes the fast path too: same entities and scores
+    for batched in (ner(texts, batch_size=4), pipeline("ner", model=str(crf_run), aggregation_strategy="simple",
+                                                       batch_size=5)(texts)):
+        assert len(batched) == len(texts)
+        for text, got, want in zip(texts, batched, alone, strict=True):
+            check_offsets(text, got, words_as_written=True)
+            assert [(e["entity_group"], e["start"], e["end"]) for e in got] == [
+                (e["entity_group"], e["start"], e["end"]) for e in want
+            ]
+            assert [e["score"] for e in got] == pytest.approx([e["score"] for e in want], abs=1e-4)
+    assert sum(map(len, alone)) > 0, "no entity predicted: the comparison would be empty"
+    # A text with no token (empty, blanks) in a batch has no entity instead of failing the whole batch.
+    empty, first = ner(["", texts[0], "  "], batch_size=2)[:2]
+    assert empty == [] and [e["start"] for e in first] == [e["start"] for e in alone[0]]
+    # With stride (as `nlpipe serve` uses it), texts that fit one window take the batched path, and a batch holding a
+    # text longer than the window is tagged in overlapping windows (entities up to its end), as text by text.
+    windowed = pipeline("ner", model=str(crf_run), aggregation_strategy="simple", stride=16)
+    long_text = " ".join([texts[0]] * (windowed.tokenizer.model_max_length // len(texts[0].split()) + 2))
+    for batch in (texts[:5], [*texts[:3], long_text]):
+        got = windowed(batch, batch_size=2)
+        want = [TokenClassificationPipeline.__call__(windowed, text) for text in batch]
+        assert [[(e["entity_group"], e["start"], e["end"]) for e in entities] for entities in got] == [
+            [(e["entity_group"], e["start"], e["end"]) for e in entities] for entities in want
+        ]
+    # bf16 autocast (opt-in) runs the same path and answers every text, in order.
+    fast = ner(texts, batch_size=4, bf16=True)
+    assert len(fast) == len(texts) and all(isinstance(entities, list) for entities in fast)

@@ -223,6 +223,71 @@ class ConditionalRandomField(nn.Module):
         return best_paths.masked_fill(~mask, 0)
 
 
+    @torch.no_grad()
+    def marginals_and_viterbi(
+        self, emissions: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior marginals and the Viterbi path in one pass over time, without autograd (inference).
+
+        The marginals are ``exp(alpha_t + beta_t - log Z)`` from the forward-backward algorithm: the same
+        quantity as the gradient of `log_partition` with respect to the emissions, but computed in one loop
+        that also runs Viterbi (and the backward recursion), so decoding a batch costs ``T`` steps of a few
+        small batched ops instead of a forward pass, an autograd backward and a separate Viterbi pass.
+
+        Args:
+            emissions: `(B, T, K)` float32 or bfloat16 scores.
+            mask: `(B, T)` bool/int, right-padded, at least one valid position per row.
+
+        Returns:
+            ``(marginals, path)``: `(B, T, K)` float32 probabilities (rows sum to 1, all zero at padding) and
+            `(B, T)` long Viterbi tags (0 at padding), the same path as `viterbi_decode`.
+        """
+        emissions, mask = self._check_inputs(emissions, mask)
+        transitions, start, end = self._constrained_scores()
+        batch_size, seq_len, num_tags = emissions.shape
+        transitions_from = transitions.unsqueeze(0)  # (1, K_from, K_to)
+        identity = torch.arange(num_tags, device=emissions.device).expand(batch_size, num_tags)  # (B, K)
+
+        alphas = [start.unsqueeze(0) + emissions[:, 0]]  # each (B, K)
+        best_score = alphas[0]
+        backpointers = []
+        # beta_t[b, i]: log-sum of the scores of all suffixes after position t given tag i there; `end` at
+        # each row's last real position (and at the padding, where it is never read as a marginal).
+        betas = [end.unsqueeze(0).expand(batch_size, num_tags)] * seq_len
+        # Without padding (always so at batch 1) the masking selects are skipped: half the small ops per step.
+        padded = not bool(mask.all())
+        for t in range(1, seq_len):
+            step = torch.logsumexp(alphas[-1].unsqueeze(2) + transitions_from, dim=1) + emissions[:, t]
+            step_best, step_argmax = (best_score.unsqueeze(2) + transitions_from).max(dim=1)  # (B, K_to)
+            back = seq_len - 1 - t  # the backward recursion runs in the same loop, from the end
+            following = (emissions[:, back + 1] + betas[back + 1]).unsqueeze(1)  # (B, 1, K_to)
+            beta = torch.logsumexp(transitions_from + following, dim=2)  # (B, K_from)
+            if padded:
+                valid = mask[:, t].unsqueeze(1)  # (B, 1)
+                step = torch.where(valid, step, alphas[-1])
+                best_score = torch.where(valid, step_best + emissions[:, t], best_score)
+                step_argmax = torch.where(valid, step_argmax, identity)
+                beta = torch.where(mask[:, back + 1].unsqueeze(1), beta, betas[back])
+            else:
+                best_score = step_best + emissions[:, t]
+            alphas.append(step)
+            backpointers.append(step_argmax)
+            betas[back] = beta
+
+        log_z = torch.logsumexp(alphas[-1] + end.unsqueeze(0), dim=1)  # (B,)
+        marginals = (torch.stack(alphas, dim=1) + torch.stack(betas, dim=1) - log_z.view(-1, 1, 1)).exp()
+        if padded:
+            marginals = marginals * mask.unsqueeze(2).to(marginals.dtype)  # (B, T, K)
+
+        last_tag = (best_score + end.unsqueeze(0)).argmax(dim=1)  # (B,)
+        path = [last_tag]
+        for pointers in reversed(backpointers):
+            last_tag = pointers.gather(1, last_tag.unsqueeze(1)).squeeze(1)  # (B,)
+            path.append(last_tag)
+        path.reverse()
+        return marginals, torch.stack(path, dim=1).masked_fill(~mask, 0)
+
+
 def iob2_transition_constraints(id2label: dict[int, str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Hard constraints of the IOB2 scheme for `ConditionalRandomField`.
 

@@ -185,18 +185,17 @@ class RnnForTokenClassification(RnnTaggerPreTrainedModel):
         """Per-token label log-probabilities, (B, T, L) float32, whose argmax is `decode`'s path.
 
         Without a CRF: ``log_softmax(logits)``. With a CRF: the log of the CRF's marginal probability of each
-        label at each token (forward-backward, obtained as the gradient of ``log Z``), except that where the
+        label at each token (forward-backward, `ConditionalRandomField.marginals_and_viterbi`), except that where the
         Viterbi label is not the most probable one its value is swapped with the top one, so the scores
         still form a distribution and an argmax reader (the ``ner`` pipeline) picks the Viterbi path.
         """
         if self.crf is None:
             return logits.float().log_softmax(dim=-1)
         mask = None if attention_mask is None else attention_mask.bool()
-        with torch.enable_grad():
-            emissions = logits.detach().float().requires_grad_(True)
-            (marginals,) = torch.autograd.grad(self.crf.log_partition(emissions, mask).sum(), emissions)
+        # Forward-backward and Viterbi in one loop (no autograd, so it also runs under inference_mode).
+        marginals, path = self.crf.marginals_and_viterbi(logits.detach(), mask)
         scores = marginals.clamp_min(1e-12).log()  # (B, T, L); padding rows are all-zero marginals
-        path = self.crf.viterbi_decode(logits, mask).unsqueeze(-1)  # (B, T, 1)
+        path = path.unsqueeze(-1)  # (B, T, 1)
         top_value, top_index = scores.max(dim=-1, keepdim=True)  # (B, T, 1)
         path_value = scores.gather(-1, path)
         scores = scores.scatter(-1, top_index, path_value).scatter(-1, path, top_value)
