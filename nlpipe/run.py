@@ -179,7 +179,8 @@ def run_recipe(
     Args:
         name_or_path: recipe name (``ner-bilstm``), path, or an already loaded `Recipe`.
         overrides: ``key.sub=value`` strings.
-        data: ``"sample"`` for the built-in sample data, ``"hub"`` to force the Hub.
+        data: ``"sample"`` for the built-in sample data (the recipe's ``sample`` settings then apply: a quick
+            smoke run), ``"hub"`` to force the Hub.
         data_dir: local files laid out like ``shared/data`` (else ``$NLPIPE_DATA_DIR``, else the Hub).
         output_dir: the run folder (default ``runs/<recipe name>``).
         resume: continue from the folder's last checkpoint.
@@ -193,7 +194,8 @@ def run_recipe(
     from .model_card import write_model_card
     from .training.loop import train
 
-    recipe = name_or_path if isinstance(name_or_path, Recipe) else load_recipe(name_or_path, overrides)
+    recipe = (name_or_path if isinstance(name_or_path, Recipe)
+              else load_recipe(name_or_path, overrides, sample=data == "sample"))
     if recipe.push_to_hub:  # fail now, not after training, on a bad repo id or a missing token
         from .hub import check_push_settings
 
@@ -263,6 +265,7 @@ def run_recipe(
             "task": recipe.task,
             "dataset": recipe.data.dataset,
             "data": describe_source(data, data_dir),
+            "sample_settings": recipe.sample_applied,  # the recipe's quick-run settings, when on sample data
             "machine": machine_description(),
             "num_processes": accelerator.num_processes,
             "mixed_precision": accelerator.mixed_precision,

@@ -1,4 +1,6 @@
-"""Every recipe in recipes/ runs end to end for a few steps on the built-in sample data."""
+"""Every recipe in recipes/ runs its sample path end to end (`--data sample`: the recipe's ``sample`` settings
+applied), capped here to a few steps and a tiny model so the whole set fits CI; benchmarks/sample_runs.py times the
+uncapped sample runs (BENCHMARKS.md)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from nlpipe.recipe import list_recipes, load_recipe
 from nlpipe.run import run_recipe
@@ -31,7 +34,7 @@ TINY_MODEL = {
 
 @pytest.mark.parametrize("name", RECIPES)
 def test_recipe_runs_on_sample_data(name: str, tmp_path: Path) -> None:
-    recipe = load_recipe(name)
+    recipe = load_recipe(name, sample=True)
     overrides = SHRINK + TINY_MODEL.get(recipe.model["type"], [])
     if recipe.generate:
         overrides += [f"generate.{k}={v}" for k, v in (("max_new_tokens", 8), ("num_beams", 1))]
@@ -40,6 +43,18 @@ def test_recipe_runs_on_sample_data(name: str, tmp_path: Path) -> None:
     assert recipe.eval.metric in metrics["test"], metrics["test"].keys()
     assert metrics["train"]["steps"] >= 1
     assert (result.run_dir / "model.safetensors").is_file()
+    # The sample path is the one taken: the recipe's sample settings are applied and recorded, ours win over them.
+    assert recipe.sample_applied
+    assert json.loads((result.run_dir / "run_info.json").read_text())["sample_settings"] == recipe.sample_applied
+    resolved_text = (result.run_dir / "recipe.yaml").read_text()
+    assert "# sample settings applied (--data sample): " in resolved_text
+    resolved = yaml.safe_load(resolved_text)
+    ours = {o.split("=", 1)[0] for o in overrides}
+    for item in recipe.sample_applied:
+        key, value = item.split("=", 1)
+        section, field = key.split(".", 1)
+        if key not in ours:
+            assert resolved[section][field] == yaml.safe_load(value), key
 
 
 def test_packaged_and_checkout_recipes_agree() -> None:
