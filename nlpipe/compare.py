@@ -54,6 +54,10 @@ class RunSummary:
     """(step, validation value of `metric`) from train_log.jsonl."""
     buckets: dict[str, float] = field(default_factory=dict)
     """Input-length bucket → score, from ``<metric>_len_<bucket>`` keys of the scored split."""
+    data: str = MISSING
+    """Which data the run used (``nlpipe built-in sample (...)``, ``conll2003 (local files)``, ...)."""
+    processes: str = MISSING
+    """Training processes and threads per process, e.g. ``2 × 1 thread``."""
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -130,6 +134,14 @@ def load_run_summary(run_dir: str | Path) -> RunSummary:
                 curve.append((int(record.get("step", len(curve))), float(record[metric])))
 
     peak = metrics.get("peak_memory_mb", train.get("peak_memory_mb"))
+    from .data.catalog import source_label
+
+    dataset = str(info.get("dataset") or (recipe.get("data") or {}).get("dataset") or MISSING)
+    recorded = metrics.get("data") if isinstance(metrics.get("data"), dict) else {}
+    data_label = recorded.get("description") or (source_label(dataset, info["data"]) if "data" in info else dataset)
+    device, threads = _split_machine(str(info.get("machine") or MISSING))
+    n_proc = info.get("num_processes")
+    processes = MISSING if n_proc is None else f"{n_proc}" + (f" × {threads}" if threads else "")
     return RunSummary(
         run_dir=run_dir,
         name=run_dir.name,
@@ -144,17 +156,28 @@ def load_run_summary(run_dir: str | Path) -> RunSummary:
         wall_s=train.get("wall_s"),
         tokens_per_s=train.get("tokens_per_s"),
         peak_memory_mb=float(peak) if isinstance(peak, (int, float)) else None,
-        device=str(info.get("machine") or MISSING),
+        device=device,
         curve=curve,
         buckets=buckets,
+        data=data_label,
+        processes=processes,
     )
+
+
+def _split_machine(machine: str) -> tuple[str, str | None]:
+    """``"CPU Xeon, 1 threads"`` → (``"CPU Xeon"``, ``"1 thread"``): threads are per process, shown with them."""
+    found = re.fullmatch(r"(?P<device>.*), (?P<n>\d+) threads?", machine)
+    if not found:
+        return machine, None
+    n = int(found.group("n"))
+    return found.group("device"), f"{n} thread" + ("s" if n != 1 else "")
 
 
 # ----------------------------------------------------------------------------------------------- table
 
 TABLE_COLUMNS = (
-    "run", "recipe", "model type", "parameters", "score", "metric", "train wall time (s)", "tokens/s",
-    "peak memory (MB)", "device",
+    "run", "recipe", "model type", "data", "parameters", "score", "metric", "train wall time (s)", "tokens/s",
+    "peak memory (MB)", "processes", "device",
 )
 
 
@@ -170,9 +193,9 @@ def table_rows(runs: list[RunSummary]) -> list[list[str]]:
     """The report table's cells (strings), one row per run, in `TABLE_COLUMNS` order."""
     return [
         [
-            run.name, run.recipe, run.model_type, _fmt(run.parameters, 0), _fmt(run.score, 2),
+            run.name, run.recipe, run.model_type, run.data, _fmt(run.parameters, 0), _fmt(run.score, 2),
             f"{run.metric} ({run.score_split})", _fmt(run.wall_s, 1), _fmt(run.tokens_per_s, 0),
-            _fmt(run.peak_memory_mb, 0), run.device,
+            _fmt(run.peak_memory_mb, 0), run.processes, run.device,
         ]
         for run in runs
     ]

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from .data.catalog import CATALOG
+from .data.catalog import CATALOG, source_label
 from .recipe import Recipe
 
 PIPELINE_TAGS = {
@@ -88,7 +88,9 @@ def model_card_text(
         for name in headline:
             if name in metrics.get(split, {}):
                 results.append({"type": name, "value": round(float(metrics[split][name]), 2), "name": f"{split} {name}"})
-    license_id = LICENSES.get(recipe.data.dataset, "other")
+    on_sample = info.get("data", {}).get("source") == "sample"
+    # Synthetic sample data is nlpipe's own (Apache-2.0), not the named data set's.
+    license_id = "apache-2.0" if on_sample else LICENSES.get(recipe.data.dataset, "other")
     meta: dict[str, Any] = {
         "library_name": "transformers",
         "pipeline_tag": tag,
@@ -109,6 +111,11 @@ def model_card_text(
             }
         ],
     }
+    if on_sample:
+        # No claim about a Hub data set, and no model-index: these are smoke-run scores on synthetic data, not
+        # results on the data set (the Hub would list them as such).
+        del meta["datasets"], meta["model-index"]
+        meta["tags"].append("nlpipe-sample-data")
     if license_id == "other":
         # The Hub asks for a name (and link) when the licence is "other".
         meta["license_name"] = LICENSE_NAMES.get(recipe.data.dataset, f"{recipe.data.dataset}-license")
@@ -118,8 +125,19 @@ def model_card_text(
         for split in ("validation", "test")
         if split in metrics
     )
-    data_note = {"sample": "nlpipe's built-in sample data (synthetic)", "dir": "local files", "hub": "the Hugging Face Hub"}
-    source = data_note.get(info.get("data", {}).get("source", ""), "")
+    data_used = source_label(recipe.data.dataset, info.get("data"))
+    if on_sample:
+        trained_on = (f"Trained with nlpipe recipe `{recipe.name}` on **nlpipe's built-in sample data** (`--data sample`): "
+                      f"small synthetic data in the format of `{recipe.data.dataset}`, with the recipe's quick sample "
+                      f"settings. It is **not** trained or scored on `{recipe.data.dataset}`: a smoke-test model, and "
+                      "the scores below are not comparable to published results.")
+        limitations = ("A smoke-test model trained on synthetic sample data: it shows that the pipeline works, "
+                       "not how the architecture does on real text. Do not use it for anything else.")
+    else:
+        trained_on = f"Trained with nlpipe recipe `{recipe.name}` on {data_used}."
+        limitations = (f"A research baseline for comparing sequence models, trained from scratch (no pretrained "
+                       f"embeddings). It inherits the biases and domain of `{recipe.data.dataset}` and will do worse "
+                       f"on other text. Check the data set's licence (`{license_id}`) before any use beyond research.")
     usage = _usage(recipe, repo_id, remote_code)
     curve = "\n![training curve](training_curve.png)\n" if has_curve else ""
     recipe_yaml = yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True).strip()
@@ -131,7 +149,7 @@ def model_card_text(
 
 {recipe.description or f"A {recipe.model['type']} model for {recipe.task}, trained with nlpipe."}
 
-Trained with nlpipe recipe `{recipe.name}` on `{recipe.data.dataset}` ({source}).
+{trained_on}
 
 ## Results
 
@@ -146,6 +164,7 @@ chosen on validation `{metrics.get("selection_metric", recipe.eval.metric)}`.
 
 | | |
 |---|---|
+| data | {data_used} |
 | parameters | {metrics.get("parameters", 0):,} |
 | training time | {train.get("wall_s", 0):.0f} s ({train.get("epochs", 0)} epochs, {train.get("steps", 0)} steps) |
 | throughput | {train.get("tokens_per_s", 0):,.0f} tokens/s |
@@ -164,9 +183,7 @@ The recipe that produced this model (also in `recipe.yaml`; rerun it with `nlpip
 
 ## Intended use and limitations
 
-A research baseline for comparing sequence models, trained from scratch (no pretrained embeddings).
-It inherits the biases and domain of `{recipe.data.dataset}` and will do worse on other text. Check
-the data set's licence (`{meta["license"]}`) before any use beyond research.
+{limitations}
 """
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .data.catalog import describe_source, load_data
+from .data.catalog import describe_source, load_data, source_label
 from .errors import NlpipeError
 from .recipe import Recipe, dump_recipe, load_recipe, parse_recipe, read_yaml
 from .tasks import get_task
@@ -256,6 +256,10 @@ def run_recipe(
     }
     metrics["parameters"] = n_params
     metrics["selection_metric"] = recipe.eval.metric
+    source = describe_source(data, data_dir)
+    # Which data the scores are on: a sample run's are not results on the named data set.
+    metrics["data"] = {"dataset": recipe.data.dataset, "source": source["source"],
+                       "description": source_label(recipe.data.dataset, source)}
     accelerator.end_training()
     if accelerator.is_main_process:
         model.save_pretrained(run_dir)
@@ -264,7 +268,7 @@ def run_recipe(
             "recipe": recipe.name,
             "task": recipe.task,
             "dataset": recipe.data.dataset,
-            "data": describe_source(data, data_dir),
+            "data": source,
             "sample_settings": recipe.sample_applied,  # the recipe's quick-run settings, when on sample data
             "machine": machine_description(),
             "num_processes": accelerator.num_processes,

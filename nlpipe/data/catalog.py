@@ -222,3 +222,20 @@ def describe_source(source: str | None, data_dir: str | Path | None) -> dict[str
     if data_dir:
         return {"source": "dir", "data_dir": str(Path(data_dir).resolve())}
     return {"source": "hub"}
+
+
+def source_label(dataset: str, data: dict[str, Any] | None) -> str:
+    """Which data a run really used, for people: cards, metrics.json and `nlpipe compare`.
+
+    A run on the built-in sample says so (it is synthetic data in the data set's format, not the data set), so
+    nothing downstream presents its scores as results on ``conll2003`` & co.
+    """
+    source = (data or {}).get("source")
+    if source == "sample":
+        return f"nlpipe built-in sample (synthetic, {dataset} format; not {dataset})"
+    if source == "dir":
+        return f"{dataset} (local files)"
+    if source == "hub":
+        entry = CATALOG.get(dataset)
+        return f"{dataset} (Hub {entry.hub_id})" if entry else f"{dataset} (Hub)"
+    return dataset
