@@ -114,7 +114,7 @@ def _find_file(folder: Path, name: str) -> Path:
         if candidate.is_file():
             return candidate
     raise NlpipeError(
-        f"{folder / name}(.gz): data file not found; lay out --data-dir like shared/data "
+        f"{folder / name}(.gz): data file not found; lay out --data-dir as README.md 'Real data' describes "
         f"(<dir>/{folder.name}/{name}[.gz]) or use --data sample"
     )
 
@@ -146,7 +146,7 @@ def _read_hub(source: DatasetSource, cache: Path) -> dict[str, list[dict]]:
     except Exception as exc:  # the Hub's errors are many and change between releases
         raise NlpipeError(
             f"could not load '{source.hub_id}' from the Hugging Face Hub ({type(exc).__name__}); "
-            f"offline, use --data-dir DIR (files laid out like shared/data) or --data sample"
+            f"offline, use --data-dir DIR (files laid out as README.md 'Real data' describes) or --data sample"
         ) from exc
     out: dict[str, list[dict]] = {}
     for split in SPLITS:
