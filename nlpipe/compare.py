@@ -258,6 +258,15 @@ def _plot_curves(runs: list[RunSummary], path: Path) -> Path | None:
     return save_figure(fig, path)
 
 
+def bucket_label(bucket: str) -> str:
+    """A length-bucket key as people write it: ``01_10`` → ``1–10``, ``21_plus`` → ``21+`` (others unchanged)."""
+    found = re.fullmatch(r"0*(\d+)[_-]0*(\d+)", bucket)
+    if found:
+        return f"{found.group(1)}–{found.group(2)}"
+    found = re.fullmatch(r"0*(\d+)(?:_plus|\+)", bucket)
+    return f"{found.group(1)}+" if found else bucket
+
+
 def _plot_buckets(runs: list[RunSummary], path: Path) -> Path | None:
     import matplotlib
 
@@ -275,8 +284,8 @@ def _plot_buckets(runs: list[RunSummary], path: Path) -> Path | None:
     for i, run in enumerate(with_buckets):
         xs = [j + i * width for j, b in enumerate(order) if b in run.buckets]
         ax.bar(xs, [run.buckets[b] for b in order if b in run.buckets], width=width, label=run.name)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(order))], order)
-    ax.set_xlabel("input length (tokens)")
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(order))], [bucket_label(b) for b in order])
+    ax.set_xlabel("input length (words)")
     ax.set_ylabel(f"{runs[0].metric} ({runs[0].score_split})")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")

@@ -48,7 +48,9 @@ def plot_training_curve(run_dir: Path, selection_metric: str) -> Path | None:
 
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     if losses:
-        ax.plot(*zip(*losses, strict=False), color="tab:blue", label="training loss")
+        # Few points (a short run: one logged loss) get markers, or a single point would draw nothing.
+        ax.plot(*zip(*losses, strict=False), color="tab:blue", label="training loss",
+                marker="o" if len(losses) <= 20 else None, markersize=3)
         ax.set_ylabel("training loss")
     ax.set_xlabel("optimizer step")
     if evals:

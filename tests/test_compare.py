@@ -249,3 +249,26 @@ def test_real_run_records_its_data_in_metrics(real_run: Path) -> None:
     metrics = json.loads((real_run / "metrics.json").read_text())
     assert metrics["data"]["source"] == "sample" and metrics["data"]["dataset"] == "conll2003"
     assert "not conll2003" in metrics["data"]["description"]
+
+
+def test_length_buckets_are_labelled_as_people_write_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from matplotlib.figure import Figure
+
+    from nlpipe.compare import bucket_label
+
+    assert [bucket_label(b) for b in ("01_10", "11_20", "21_plus", "1-10", "21+", "short")] == \
+        ["1–10", "11–20", "21+", "1–10", "21+", "short"]
+    run = _fake_run(tmp_path / "mt", task="translation", model={"type": "rnn_seq2seq"}, metric="sacrebleu",
+                    test={"sacrebleu": 20.0, "sacrebleu_len_01_10": 30.0, "sacrebleu_len_11_20": 20.0,
+                          "sacrebleu_len_21_plus": 10.0}, params=1, wall=1.0, tps=1.0, curve=[(1, 1.0)])
+    labels = {}
+    original = Figure.savefig
+
+    def savefig(fig, path, *args, **kwargs):
+        if str(path).endswith("score-by-length.png"):
+            labels["x"] = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+        return original(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    compare_runs([run], tmp_path / "report")
+    assert labels["x"] == ["1–10", "11–20", "21+"]

@@ -80,3 +80,23 @@ def test_sample_data_card_claims_no_data_set_and_says_what_it_was_trained_on(tmp
     assert "built-in sample data" in body and "**not** trained or scored on `conll2003`" in body
     assert "| data | nlpipe built-in sample (synthetic, conll2003 format; not conll2003) |" in body
     assert "inherits the biases and domain of" not in body
+
+
+def test_a_single_logged_loss_is_drawn_as_a_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that logged one loss and one validation score: both appear (a one-point line draws nothing)."""
+    from matplotlib.figure import Figure
+
+    from nlpipe.model_card import plot_training_curve
+
+    (tmp_path / "train_log.jsonl").write_text(
+        json.dumps({"step": 3, "loss": 2.0}) + "\n" + json.dumps({"step": 3, "split": "validation", "f1": 10.0}) + "\n")
+    markers = []
+    original = Figure.savefig
+
+    def savefig(fig, path, *args, **kwargs):
+        markers.extend(line.get_marker() for ax in fig.axes for line in ax.lines)
+        return original(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    assert plot_training_curve(tmp_path, "f1") is not None
+    assert len(markers) == 2 and all(m not in (None, "None", "", " ") for m in markers), markers
