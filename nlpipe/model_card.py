@@ -140,7 +140,7 @@ def model_card_text(
         limitations = (f"A research baseline for comparing sequence models, trained from scratch (no pretrained "
                        f"embeddings). It inherits the biases and domain of `{recipe.data.dataset}` and will do worse "
                        f"on other text. Check the data set's licence (`{license_id}`) before any use beyond research.")
-    usage = _usage(recipe, repo_id, remote_code)
+    usage = _usage(recipe, repo_id, remote_code) + _decoding_note(recipe)
     curve = "\n![training curve](training_curve.png)\n" if has_curve else ""
     recipe_yaml = yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True).strip()
     return f"""---
@@ -231,6 +231,27 @@ print(pipe({example}))
         "Without nlpipe (the model code ships in this repository; read it before trusting it):\n\n"
         f"{without}\n\nWith nlpipe installed:\n\n{with_nlpipe}"
     )
+
+
+def _decoding_note(recipe: Recipe) -> str:
+    """For seq2seq runs: `generate()` decodes as the recipe's test set did (beam search), say so and how to stream."""
+    if recipe.task not in ("translation", "summarization"):
+        return ""
+    saved = {k: v for k, v in recipe.generate.items() if k != "validation_num_beams"}
+    if saved.get("num_beams", 1) <= 1:
+        return ""
+    listed = ", ".join(f"`{k}={v!r}`" for k, v in saved.items())
+    return f"""
+
+**Decoding.** `generation_config.json` holds this recipe's test-time decoding ({listed}), so a plain
+`model.generate(**inputs)` and the pipelines use beam search with {saved["num_beams"]} beams. Pass `num_beams=1` for
+greedy decoding, which streaming needs (`TextStreamer` does not support beam search):
+
+```python
+from transformers import TextStreamer
+
+model.generate(**inputs, num_beams=1, streamer=TextStreamer(tokenizer, skip_special_tokens=True))
+```"""
 
 
 def write_model_card(run_dir: Path, recipe: Recipe, metrics: dict[str, Any], info: dict[str, Any]) -> Path:

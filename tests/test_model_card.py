@@ -100,3 +100,22 @@ def test_a_single_logged_loss_is_drawn_as_a_point(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(Figure, "savefig", savefig)
     assert plot_training_curve(tmp_path, "f1") is not None
     assert len(markers) == 2 and all(m not in (None, "None", "", " ") for m in markers), markers
+
+
+def test_seq2seq_card_says_generate_uses_the_saved_beam_and_how_to_stream() -> None:
+    """`model.generate()` decodes with the recipe's beams (saved in generation_config.json); the card says so and
+    shows the greedy call streaming needs. Greedy recipes and taggers get no such note."""
+    from nlpipe.model_card import model_card_text
+    from nlpipe.recipe import load_recipe
+
+    info = {"data": {"source": "dir"}, "machine": "CPU test, 1 threads", "num_processes": 1}
+    metrics = {"test": {"sacrebleu": 30.0}, "train": {}, "parameters": 1}
+    recipe = load_recipe("translation-gru-attn")
+    beams = recipe.generate["num_beams"]
+    body = model_card_text(recipe, metrics, info, has_curve=False)
+    assert f"beam search with {beams} beams" in body and f"`num_beams={beams}`" in body
+    assert "num_beams=1, streamer=TextStreamer(" in body
+    greedy = load_recipe("translation-gru-attn", ["generate.num_beams=1"])
+    assert "TextStreamer" not in model_card_text(greedy, metrics, info, has_curve=False)
+    tagger = load_recipe("ner-bilstm")
+    assert "TextStreamer" not in model_card_text(tagger, {"test": {"f1": 1.0}}, info, has_curve=False)
