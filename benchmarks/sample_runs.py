@@ -24,8 +24,38 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-# What a model that learnt nothing scores on the sample (for the "above chance" column).
-CHANCE = {"f1": "0 (all O)", "sacrebleu": "≈ 0", "rougeL": "≈ 10 (frequent words)", "perplexity": "≈ vocabulary"}
+
+
+def chance_scores() -> dict[str, str]:
+    """What a model that learnt nothing useful scores on each sample's test split (the "chance" column).
+
+    NER: tagging everything O (F1 0). Translation: copying the German source. Summarization: the most frequent
+    training summary for every chat. Language modelling: a unigram model of the training words (add-one).
+    """
+    import collections
+    import math
+
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    from nlpipe.data.samples import make_sample
+
+    out = {"f1": "0.00 (all O)"}
+    mt = make_sample("translation")["test"]
+    bleu = sacrebleu.corpus_bleu([r["source"] for r in mt], [[r["target"] for r in mt]], force=True).score
+    out["sacrebleu"] = f"{bleu:.2f} (copy the source)"
+    summ = make_sample("summarization")
+    constant = collections.Counter(r["target"] for r in summ["train"]).most_common(1)[0][0]
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    rouge = 100 * sum(scorer.score(r["target"], constant)["rougeL"].fmeasure for r in summ["test"]) / len(summ["test"])
+    out["rougeL"] = f"{rouge:.2f} (one summary for all)"
+    lm = make_sample("lm")
+    counts = collections.Counter(w for r in lm["train"] for w in r["text"].split() + ["<eos>"])
+    total, vocab = sum(counts.values()), len(counts) + 1
+    test = [w for r in lm["test"] for w in r["text"].split() + ["<eos>"]]
+    nll = -sum(math.log((counts[w] + 1) / (total + vocab)) for w in test) / len(test)
+    out["perplexity"] = f"{math.exp(nll):.1f} (unigram)"
+    return out
 
 
 def _children_cpu_s() -> float:
@@ -51,7 +81,8 @@ def run_one(name: str, out: Path, threads: int | None) -> dict:
            "threads": threads, "load_before": round(load_before, 1),
            "load_after": round(os.getloadavg()[0], 1), "returncode": proc.returncode}
     if proc.returncode != 0:
-        row["error"] = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        lines = proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"]
+        row["error"] = next((line for line in reversed(lines) if line.startswith("error:")), lines[-1])
         return row
     metrics = json.loads((out / name / "metrics.json").read_text())
     metric = metrics["selection_metric"]
@@ -68,6 +99,7 @@ def main() -> None:
     args = parser.parse_args()
     names = args.recipes or sorted(p.stem for p in (REPO / "recipes").glob("*.yaml"))
     out = args.out or Path(tempfile.mkdtemp(prefix="nlpipe-sample-runs-"))
+    chance = chance_scores()
     print("| recipe | CPU time (s) | wall (s) | train (s) | steps | test score | chance | load before→after |",
           flush=True)
     print("|---|---|---|---|---|---|---|---|", flush=True)
@@ -79,7 +111,7 @@ def main() -> None:
                   f"{row['load_before']}→{row['load_after']} |", flush=True)
             continue
         print(f"| {name} | {row['cpu_s']:.0f} | {row['wall_s']:.0f} | {row['train_s']:.0f} | {row['steps']} | {row['metric']} "
-              f"{row['test']:.2f} | {CHANCE.get(row['metric'], '')} | {row['load_before']}→{row['load_after']} |",
+              f"{row['test']:.2f} | {chance.get(row['metric'], '')} | {row['load_before']}→{row['load_after']} |",
               flush=True)
 
 
