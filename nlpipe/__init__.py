@@ -25,7 +25,10 @@ _register()
 def run_recipe(*args, **kwargs):  # noqa: D103 - documented in nlpipe.run.run_recipe
     from .run import run_recipe as _run_recipe
 
-    return _run_recipe(*args, **kwargs)
+    try:
+        return _run_recipe(*args, **kwargs)
+    except NlpipeError as exc:  # a Python caller passes keywords, not CLI flags: say it their way
+        raise exc.for_python() from None
 
 
 run_recipe.__doc__ = "Train and evaluate a recipe; see `nlpipe.run.run_recipe`."

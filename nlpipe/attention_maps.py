@@ -120,32 +120,58 @@ def plot_cross_attention(
     return Path(path)
 
 
+MAX_FIGURE_INCHES = (15.0, 12.0)
+"""Largest layer × head grid (width, height) in inches, ~1350 × 1080 pixels at 90 dpi, whatever the model size."""
+MAX_TICK_LABELS = 40
+"""More tokens than this per axis: label every n-th token so the labels stay readable."""
+
+
+def layer_head_figure(layers: list[Any], rows: list[str], cols: list[str], *, title: str = "") -> Any:
+    """The matplotlib figure of `plot_layer_head_grid` (kept separate so its layout can be tested).
+
+    One colour scale for every panel (a square-root scale, so heads with spread-out weights stay visible next
+    to sharp ones) and one colour bar for it; the title sits above the grid (constrained layout), and the
+    figure never grows past `MAX_FIGURE_INCHES`, however many layers, heads and tokens.
+    """
+    import numpy as np
+    from matplotlib.colors import PowerNorm
+
+    plt = _pyplot()
+    grids = [np.asarray(grid, dtype=float) for grid in layers]
+    n_layers, n_heads = len(grids), grids[0].shape[0]
+    panel = min(3.0, max(1.6, 0.09 * max(len(rows), len(cols)) + 1.0))
+    width = min(MAX_FIGURE_INCHES[0], panel * n_heads + 1.6)
+    height = min(MAX_FIGURE_INCHES[1], panel * n_layers + (0.8 if title else 0.3))
+    fig, axes = plt.subplots(n_layers, n_heads, figsize=(width, height), dpi=90, squeeze=False, layout="constrained")
+    norm = PowerNorm(gamma=0.5, vmin=0.0, vmax=max(max(float(g.max()) for g in grids), 1e-6))
+    fontsize = 6 if max(len(rows), len(cols)) <= 20 else 5
+    row_step = max(1, -(-len(rows) // MAX_TICK_LABELS))
+    col_step = max(1, -(-len(cols) // MAX_TICK_LABELS))
+    image = None
+    for layer, grid in enumerate(grids):
+        for head in range(n_heads):
+            ax = axes[layer][head]
+            image = ax.imshow(grid[head], cmap="viridis", norm=norm, aspect="auto")
+            last_row, first_col = layer == n_layers - 1, head == 0
+            ax.set_xticks(range(0, len(cols), col_step), cols[::col_step] if last_row else [], rotation=90,
+                          fontsize=fontsize)
+            ax.set_yticks(range(0, len(rows), row_step), rows[::row_step] if first_col else [], fontsize=fontsize)
+            if layer == 0:
+                ax.set_title(f"head {head + 1}", fontsize=8)
+            if first_col:
+                ax.set_ylabel(f"layer {layer + 1}", fontsize=8)
+    fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
 def plot_layer_head_grid(
     layers: list[Any], rows: list[str], cols: list[str], path: str | Path, *, title: str = ""
 ) -> Path:
     """A grid of heatmaps, one row per layer and one column per head; `layers[i]` is `(heads, len(rows), len(cols))`."""
-    import numpy as np
-
     plt = _pyplot()
-    n_layers, n_heads = len(layers), np.asarray(layers[0]).shape[0]
-    size = max(1.8, 0.22 * max(len(rows), len(cols)) + 0.8)
-    fig, axes = plt.subplots(n_layers, n_heads, figsize=(size * n_heads + 1, size * n_layers + 0.8), dpi=90,
-                             squeeze=False)
-    for layer, grid in enumerate(layers):
-        grid = np.asarray(grid, dtype=float)
-        for head in range(n_heads):
-            ax = axes[layer][head]
-            # Per-panel scale: rows sum to 1, so a fixed 0..1 scale hides everything but sharp heads.
-            ax.imshow(grid[head], cmap="viridis", vmin=0.0, vmax=max(float(grid[head].max()), 1e-6), aspect="auto")
-            ax.set_xticks(range(len(cols)), cols if layer == n_layers - 1 else [], rotation=90, fontsize=6)
-            ax.set_yticks(range(len(rows)), rows if head == 0 else [], fontsize=6)
-            if layer == 0:
-                ax.set_title(f"head {head + 1}", fontsize=8)
-            if head == 0:
-                ax.set_ylabel(f"layer {layer + 1}", fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig = layer_head_figure(layers, rows, cols, title=title)
     fig.savefig(path)
     plt.close(fig)
     return Path(path)

@@ -73,6 +73,10 @@ class RunSummary:
     """Input-length bucket → score, from ``<metric>_len_<bucket>`` keys of the scored split."""
     selection_metric: str = ""
     """The metric the run chose its best checkpoint on (may differ from `metric`)."""
+    data: str = MISSING
+    """Which data the run used (``nlpipe built-in sample (...)``, ``conll2003 (local files)``, ...)."""
+    processes: str = MISSING
+    """Training processes and threads per process, e.g. ``2 × 1 thread``."""
 
 
 def _number(value: Any) -> float | None:
@@ -169,6 +173,14 @@ def load_run_summary(run_dir: str | Path) -> RunSummary:
 
     peak = _number(metrics.get("peak_memory_mb", train.get("peak_memory_mb")))
     parameters = _number(metrics.get("parameters"))
+    from .data.catalog import source_label
+
+    dataset = str(info.get("dataset") or (recipe.get("data") or {}).get("dataset") or MISSING)
+    recorded = metrics.get("data") if isinstance(metrics.get("data"), dict) else {}
+    data_label = recorded.get("description") or (source_label(dataset, info["data"]) if "data" in info else dataset)
+    device, threads = _split_machine(str(info.get("machine") or MISSING))
+    n_proc = info.get("num_processes")
+    processes = MISSING if n_proc is None else f"{n_proc}" + (f" × {threads}" if threads else "")
     return RunSummary(
         run_dir=run_dir,
         name=run_dir.name,
@@ -183,18 +195,29 @@ def load_run_summary(run_dir: str | Path) -> RunSummary:
         wall_s=_number(train.get("wall_s")),
         tokens_per_s=_number(train.get("tokens_per_s")),
         peak_memory_mb=float(peak) if peak is not None else None,
-        device=str(info.get("machine") or MISSING),
+        device=device,
         curve=curve,
         buckets=buckets,
         selection_metric=selection,
+        data=data_label,
+        processes=processes,
     )
+
+
+def _split_machine(machine: str) -> tuple[str, str | None]:
+    """``"CPU Xeon, 1 threads"`` → (``"CPU Xeon"``, ``"1 thread"``): threads are per process, shown with them."""
+    found = re.fullmatch(r"(?P<device>.*), (?P<n>\d+) threads?", machine)
+    if not found:
+        return machine, None
+    n = int(found.group("n"))
+    return found.group("device"), f"{n} thread" + ("s" if n != 1 else "")
 
 
 # ----------------------------------------------------------------------------------------------- table
 
 TABLE_COLUMNS = (
-    "run", "recipe", "model type", "parameters", "score", "metric", "train wall time (s)", "tokens/s",
-    "peak memory (MB)", "device",
+    "run", "recipe", "model type", "data", "parameters", "score", "metric", "train wall time (s)", "tokens/s",
+    "peak memory (MB)", "processes", "device",
 )
 
 
@@ -210,9 +233,9 @@ def table_rows(runs: list[RunSummary]) -> list[list[str]]:
     """The report table's cells (strings), one row per run, in `TABLE_COLUMNS` order."""
     return [
         [
-            run.name, run.recipe, run.model_type, _fmt(run.parameters, 0), _fmt(run.score, 2),
+            run.name, run.recipe, run.model_type, run.data, _fmt(run.parameters, 0), _fmt(run.score, 2),
             f"{run.metric} ({run.score_split})", _fmt(run.wall_s, 1), _fmt(run.tokens_per_s, 0),
-            _fmt(run.peak_memory_mb, 0), run.device,
+            _fmt(run.peak_memory_mb, 0), run.processes, run.device,
         ]
         for run in runs
     ]
@@ -275,6 +298,15 @@ def _plot_curves(runs: list[RunSummary], path: Path) -> Path | None:
     return save_figure(fig, path)
 
 
+def bucket_label(bucket: str) -> str:
+    """A length-bucket key as people write it: ``01_10`` → ``1–10``, ``21_plus`` → ``21+`` (others unchanged)."""
+    found = re.fullmatch(r"0*(\d+)[_-]0*(\d+)", bucket)
+    if found:
+        return f"{found.group(1)}–{found.group(2)}"
+    found = re.fullmatch(r"0*(\d+)(?:_plus|\+)", bucket)
+    return f"{found.group(1)}+" if found else bucket
+
+
 def _plot_buckets(runs: list[RunSummary], path: Path) -> Path | None:
     import matplotlib
 
@@ -292,8 +324,8 @@ def _plot_buckets(runs: list[RunSummary], path: Path) -> Path | None:
     for i, run in enumerate(with_buckets):
         xs = [j + i * width for j, b in enumerate(order) if b in run.buckets]
         ax.bar(xs, [run.buckets[b] for b in order if b in run.buckets], width=width, label=run.name)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(order))], order)
-    ax.set_xlabel("input length (tokens)")
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(order))], [bucket_label(b) for b in order])
+    ax.set_xlabel("input length (words)")
     ax.set_ylabel(f"{runs[0].metric} ({runs[0].score_split})")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")

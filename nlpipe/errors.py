@@ -6,6 +6,7 @@ must say *where* (file, line, key) and *what to do*.
 
 from __future__ import annotations
 
+import re
 import reprlib
 
 MAX_VALUE_CHARS = 200
@@ -54,6 +55,30 @@ class NlpipeError(Exception):
     def __init__(self, message: str, *, exit_code: int = 2) -> None:
         super().__init__(_cap(message))
         self.exit_code = exit_code
+
+    def for_python(self) -> NlpipeError:
+        """The same error worded for a Python caller: CLI flags named as the keywords of the Python API.
+
+        Advice inside a quoted ``nlpipe ...`` command line (e.g. how to resume) is left as written.
+        """
+        message = str(self)
+        head, sep, command = message.partition("nlpipe ")
+        for flag, keyword in _PYTHON_KEYWORDS:
+            head = re.sub(flag, keyword, head)
+        return NlpipeError(head + sep + command, exit_code=self.exit_code)
+
+
+# CLI flag (regex) → the keyword a caller of `nlpipe.run_recipe` & co. passes instead. Longest first.
+_PYTHON_KEYWORDS = (
+    (r"choose another --output-dir", "pass another output_dir=..."),
+    (r"--output-dir", "output_dir=..."),
+    (r"--overwrite", "overwrite=True"),
+    (r"--resume", "resume=True"),
+    (r"--data-dir DIR", "data_dir=DIR"),
+    (r"--data-dir", "data_dir=..."),
+    (r"--data sample", 'data="sample"'),
+    (r"--no-progress", "progress=False"),
+)
 
 
 def where(path: object, line: int | None = None, key: str | None = None) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from .data.catalog import CATALOG
+from .data.catalog import CATALOG, source_label
 from .recipe import Recipe
 
 PIPELINE_TAGS = {
@@ -78,7 +78,9 @@ def plot_training_curve(run_dir: Path, selection_metric: str) -> Path | None:
 
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     if losses:
-        ax.plot(*zip(*losses, strict=False), color="tab:blue", label="training loss")
+        # Few points (a short run: one logged loss) get markers, or a single point would draw nothing.
+        ax.plot(*zip(*losses, strict=False), color="tab:blue", label="training loss",
+                marker="o" if len(losses) <= 20 else None, markersize=3)
         ax.set_ylabel("training loss")
     ax.set_xlabel("optimizer step")
     if evals:
@@ -118,7 +120,9 @@ def model_card_text(
         for name in headline:
             if name in metrics.get(split, {}):
                 results.append({"type": name, "value": round(float(metrics[split][name]), 2), "name": f"{split} {name}"})
-    license_id = LICENSES.get(recipe.data.dataset, "other")
+    on_sample = info.get("data", {}).get("source") == "sample"
+    # Synthetic sample data is nlpipe's own (Apache-2.0), not the named data set's.
+    license_id = "apache-2.0" if on_sample else LICENSES.get(recipe.data.dataset, "other")
     meta: dict[str, Any] = {
         "library_name": "transformers",
         "pipeline_tag": tag,
@@ -139,6 +143,11 @@ def model_card_text(
             }
         ],
     }
+    if on_sample:
+        # No claim about a Hub data set, and no model-index: these are smoke-run scores on synthetic data, not
+        # results on the data set (the Hub would list them as such).
+        del meta["datasets"], meta["model-index"]
+        meta["tags"].append("nlpipe-sample-data")
     if license_id == "other":
         # The Hub asks for a name (and link) when the licence is "other".
         meta["license_name"] = LICENSE_NAMES.get(recipe.data.dataset, f"{recipe.data.dataset}-license")
@@ -148,9 +157,19 @@ def model_card_text(
         for split in ("validation", "test")
         if split in metrics
     )
-    data_note = {"sample": "nlpipe's built-in sample data (synthetic)", "dir": "local files", "hub": "the Hugging Face Hub"}
-    source = data_note.get(info.get("data", {}).get("source", ""), "")
-    usage = _usage(recipe, repo_id, remote_code)
+    data_used = source_label(recipe.data.dataset, info.get("data"))
+    if on_sample:
+        trained_on = (f"Trained with nlpipe recipe `{recipe.name}` on **nlpipe's built-in sample data** (`--data sample`): "
+                      f"small synthetic data in the format of `{recipe.data.dataset}`, with the recipe's quick sample "
+                      f"settings. It is **not** trained or scored on `{recipe.data.dataset}`: a smoke-test model, and "
+                      "the scores below are not comparable to published results.")
+        limitations = ("A smoke-test model trained on synthetic sample data: it shows that the pipeline works, "
+                       "not how the architecture does on real text. Do not use it for anything else.")
+    else:
+        trained_on = f"Trained with nlpipe recipe `{recipe.name}` on {data_used}."
+        limitations = (f"A research baseline for comparing sequence models, {_start_of(recipe)}. It inherits the biases and domain of `{recipe.data.dataset}` and will do worse "
+                       f"on other text. Check the data set's licence (`{license_id}`) before any use beyond research.")
+    usage = _usage(recipe, repo_id, remote_code) + _decoding_note(recipe)
     curve = "\n![training curve](training_curve.png)\n" if has_curve else ""
     recipe_yaml = yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True).strip()
     return f"""---
@@ -161,7 +180,7 @@ def model_card_text(
 
 {recipe.description or f"A {recipe.model['type']} model for {recipe.task}, trained with nlpipe."}
 
-Trained with nlpipe recipe `{recipe.name}` on `{recipe.data.dataset}` ({source}).
+{trained_on}
 
 ## Results
 
@@ -176,6 +195,7 @@ chosen on validation `{metrics.get("selection_metric", recipe.eval.metric)}`.
 
 | | |
 |---|---|
+| data | {data_used} |
 | parameters | {metrics.get("parameters", 0):,} |
 | training time | {train.get("wall_s", 0):.0f} s ({train.get("epochs", 0)} epochs, {train.get("steps", 0)} steps) |
 | throughput | {train.get("tokens_per_s", 0):,.0f} tokens/s |
@@ -194,9 +214,7 @@ The recipe that produced this model (also in `recipe.yaml`; rerun it with `nlpip
 
 ## Intended use and limitations
 
-A research baseline for comparing sequence models, {_start_of(recipe)}.
-It inherits the biases and domain of `{recipe.data.dataset}` and will do worse on other text. Check
-the data set's licence (`{meta["license"]}`) before any use beyond research.
+{limitations}
 """
 
 
@@ -243,6 +261,27 @@ print(pipe({example}))
         "Without nlpipe (the model code ships in this repository; read it before trusting it):\n\n"
         f"{without}\n\nWith nlpipe installed:\n\n{with_nlpipe}"
     )
+
+
+def _decoding_note(recipe: Recipe) -> str:
+    """For seq2seq runs: `generate()` decodes as the recipe's test set did (beam search), say so and how to stream."""
+    if recipe.task not in ("translation", "summarization"):
+        return ""
+    saved = {k: v for k, v in recipe.generate.items() if k != "validation_num_beams"}
+    if saved.get("num_beams", 1) <= 1:
+        return ""
+    listed = ", ".join(f"`{k}={v!r}`" for k, v in saved.items())
+    return f"""
+
+**Decoding.** `generation_config.json` holds this recipe's test-time decoding ({listed}), so a plain
+`model.generate(**inputs)` and the pipelines use beam search with {saved["num_beams"]} beams. Pass `num_beams=1` for
+greedy decoding, which streaming needs (`TextStreamer` does not support beam search):
+
+```python
+from transformers import TextStreamer
+
+model.generate(**inputs, num_beams=1, streamer=TextStreamer(tokenizer, skip_special_tokens=True))
+```"""
 
 
 def write_model_card(run_dir: Path, recipe: Recipe, metrics: dict[str, Any], info: dict[str, Any]) -> Path:

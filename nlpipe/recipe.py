@@ -6,6 +6,7 @@ A recipe is data; `nlpipe.run.run_recipe` is the code that runs it. Every proble
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import re
@@ -166,13 +167,20 @@ class Recipe:
     push_to_hub: bool = False
     """Push the run folder to the Hub (settings under hub) when the run finishes."""
     hub: HubSection = field(default_factory=HubSection)
+    sample: dict[str, Any] = field(default_factory=dict)
+    """Settings used only on the built-in sample data (``--data sample``): ``key.sub: value`` pairs, like
+    command-line overrides, that turn the real-data schedule into a quick smoke run. Overrides given by the
+    user still win."""
     source: str = field(default="<memory>", compare=False)
     """Where the recipe was read from (not a YAML key)."""
+    sample_applied: list[str] = field(default_factory=list, compare=False)
+    """The ``sample`` settings applied to this recipe (not a YAML key; empty unless run on sample data)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe as plain data (what is written to a run folder's recipe.yaml)."""
         out = dataclasses.asdict(self)
         out.pop("source")
+        out.pop("sample_applied")
         return out
 
 
@@ -543,7 +551,7 @@ def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
     if not isinstance(raw, dict):
         raise NlpipeError(f"{source}: key '{label}': expected a mapping, got {shorten(raw)}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in ("source", "sample_applied")}
     unknown = sorted(set(raw) - set(fields), key=str)
     if unknown:
         raise NlpipeError(
@@ -632,23 +640,44 @@ _TASK_DATA_KINDS = {
 """The catalog kinds (`nlpipe.data.catalog.DatasetSource.kind`) each task reads: same record format."""
 
 
-def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
-    """Resolve, read, apply overrides to and validate a recipe. See `resolve_recipe_path`."""
+def _sample_overrides(raw: dict[str, Any], source: str) -> list[str]:
+    """The recipe's ``sample`` section as ``key.sub=value`` overrides (checked: a mapping of dotted keys)."""
+    section = raw.get("sample") or {}
+    if not isinstance(section, dict):
+        raise NlpipeError(f"{source}: key 'sample': expected a mapping of key.sub: value, e.g. train.max_steps: 300")
+    items = []
+    for key, value in section.items():
+        if not isinstance(key, str) or key.split(".")[0] in ("sample", "name", "task") or "." not in key:
+            raise NlpipeError(
+                f"{source}: key 'sample.{key}': expected a dotted setting such as train.max_steps or model.hidden_size"
+            )
+        items.append(f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}")
+    return items
+
+
+def load_recipe(name_or_path: str, overrides: list[str] | None = None, *, sample: bool = False) -> Recipe:
+    """Resolve, read, apply overrides to and validate a recipe. See `resolve_recipe_path`.
+
+    With ``sample=True`` (a run on the built-in sample data) the recipe's ``sample`` settings are applied
+    first, then `overrides`. The ``sample`` settings are validated either way, so a typo there is found by
+    ``nlpipe recipes validate`` and not only on the first sample run.
+    """
     path = resolve_recipe_path(name_or_path)
-    return recipe_from_yaml(read_yaml(path), str(path), overrides)
+    return recipe_from_yaml(read_yaml(path), str(path), overrides, sample=sample)
 
 
-def recipe_from_yaml(raw: Any, source: str, overrides: list[str] | None = None) -> Recipe:
-    """Validate parsed recipe YAML from any source (a file, ``-`` for stdin), overrides applied."""
+def recipe_from_yaml(raw: Any, source: str, overrides: list[str] | None = None, *, sample: bool = False) -> Recipe:
+    """Validate parsed recipe YAML from any source (a file, ``-`` for stdin), overrides applied (after the
+    recipe's ``sample`` settings when ``sample=True``; see `load_recipe`)."""
     path = source
     if raw is None:
         raise NlpipeError(f"{path}: the recipe is empty")
     if not isinstance(raw, dict):
         raise NlpipeError(f"{path}: a recipe must be a mapping of keys (name, task, data, model, ...)")
-    raw = apply_overrides(raw, overrides or [], str(path))
-    recipe = parse_recipe(raw, str(path))
+    profile = _sample_overrides(raw, str(path))
     from .model_registry import validate_model_section  # late: registry imports transformers
 
+    recipe = parse_recipe(apply_overrides(copy.deepcopy(raw), overrides or [], str(path)), str(path))
     validate_model_section(recipe)
     from .data.catalog import get_source
 
@@ -658,10 +687,22 @@ def recipe_from_yaml(raw: Any, source: str, overrides: list[str] | None = None) 
             f"{recipe.source}: key 'data.dataset': '{recipe.data.dataset}' holds {kind} data, which task "
             f"'{recipe.task}' cannot train on; choose a data set of kind {' or '.join(_TASK_DATA_KINDS[recipe.task])}"
         )
-    return recipe
+    if not profile:
+        return recipe
+    try:
+        with_profile = parse_recipe(
+            apply_overrides(apply_overrides(raw, profile, str(path)), overrides or [], str(path)), str(path)
+        )
+        validate_model_section(with_profile)
+    except NlpipeError as exc:
+        raise NlpipeError(f"{exc} (with the recipe's 'sample' settings applied; fix the 'sample' section)") from exc
+    with_profile.sample_applied = profile
+    return with_profile if sample else recipe
 
 
 def dump_recipe(recipe: Recipe, path: Path) -> None:
     """Write the resolved recipe (overrides applied) as YAML, first line the command that reruns it."""
     header = f"# nlpipe run recipe {path.name}\n# resolved from {recipe.source}\n"
+    if recipe.sample_applied:
+        header += f"# sample settings applied (--data sample): {' '.join(recipe.sample_applied)}\n"
     path.write_text(header + yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")

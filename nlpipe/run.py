@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .data.catalog import describe_source, load_data
+from .data.catalog import describe_source, load_data, source_label
 from .errors import NlpipeError
 from .recipe import Recipe, dump_recipe, load_recipe
 from .run_folder import identity_fields, prepare_run_folder
@@ -160,7 +160,8 @@ def run_recipe(
     Args:
         name_or_path: recipe name (``ner-bilstm``), path, or an already loaded `Recipe`.
         overrides: ``key.sub=value`` strings.
-        data: ``"sample"`` for the built-in sample data, ``"hub"`` to force the Hub.
+        data: ``"sample"`` for the built-in sample data (the recipe's ``sample`` settings then apply: a quick
+            smoke run), ``"hub"`` to force the Hub.
         data_dir: local files laid out like ``shared/data`` (else ``$NLPIPE_DATA_DIR``, else the Hub).
         output_dir: the run folder (default ``runs/<recipe name>``).
         resume: continue from the folder's last checkpoint.
@@ -171,7 +172,8 @@ def run_recipe(
     """
     from .training.checkpointing import check_resume_identity
 
-    recipe = name_or_path if isinstance(name_or_path, Recipe) else load_recipe(name_or_path, overrides)
+    recipe = (name_or_path if isinstance(name_or_path, Recipe)
+              else load_recipe(name_or_path, overrides, sample=data == "sample"))
     if recipe.push_to_hub:  # fail now, not after training, on a bad repo id or a missing token
         from .hub import check_push_settings
 
@@ -295,6 +297,10 @@ def _train_and_write(
         metrics["train"]["budget"] = result.budget
     metrics["parameters"] = n_params
     metrics["selection_metric"] = recipe.eval.metric
+    source = describe_source(data, data_dir)
+    # Which data the scores are on: a sample run's are not results on the named data set.
+    metrics["data"] = {"dataset": recipe.data.dataset, "source": source["source"],
+                       "description": source_label(recipe.data.dataset, source)}
     accelerator.end_training()
     if accelerator.is_main_process:
         model.save_pretrained(run_dir)
@@ -303,7 +309,8 @@ def _train_and_write(
             "recipe": recipe.name,
             "task": recipe.task,
             "dataset": recipe.data.dataset,
-            "data": describe_source(data, data_dir),
+            "data": source,
+            "sample_settings": recipe.sample_applied,  # the recipe's quick-run settings, when on sample data
             "machine": machine_description(),
             "num_processes": accelerator.num_processes,
             "mixed_precision": accelerator.mixed_precision,

@@ -132,3 +132,29 @@ def test_errors(tmp_path, rnn_run):
         draw_attention_for_run(rnn_run, "  ")
     with pytest.raises(NlpipeError, match="no cross-attention"):
         draw_attention(_rnn("none", heads=1), _tokenizer(), SENTENCE, tmp_path / "n.png")
+
+
+def test_layer_head_grid_stays_readable_for_a_big_transformer(tmp_path):
+    """4 layers × 4 heads over 60 tokens: a bounded image, the title above the top row, one colour bar."""
+    from nlpipe.attention_maps import MAX_FIGURE_INCHES, layer_head_figure, plot_layer_head_grid
+
+    rng = np.random.default_rng(0)
+    tokens = [f"w{i}" for i in range(60)]
+    layers = [rng.dirichlet(np.ones(60), size=(4, 60)) for _ in range(4)]  # (heads, T, T), rows sum to 1
+    fig = layer_head_figure(layers, tokens, tokens, title="self-attention per layer and head")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    panels, colorbars = fig.axes[:16], fig.axes[16:]
+    assert len(colorbars) == 1 and colorbars[0].get_ylabel() == "attention weight"
+    title_bottom = fig._suptitle.get_window_extent(renderer).y0
+    for ax in panels[:4]:  # the top row, head titles included
+        assert ax.get_tightbbox(renderer).y1 <= title_bottom + 1, "the title overlaps the top row"
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    path = plot_layer_head_grid(layers, tokens, tokens, tmp_path / "grid.png", title="t")
+    import matplotlib.image
+
+    height, width = matplotlib.image.imread(path).shape[:2]
+    assert width <= MAX_FIGURE_INCHES[0] * 90 + 1 and height <= MAX_FIGURE_INCHES[1] * 90 + 1, (width, height)
+    assert width >= 600 and height >= 500  # still big enough to read

@@ -96,6 +96,8 @@ CATALOGUE: dict[str, Case | tuple] = {
     # row id: (setup → argv, fragments the one stderr line must contain)
     "malformed-yaml": (_recipe(GOOD_RECIPE + "train: {max_epochs: [1\n"), ["r.yaml:", "malformed YAML", "fix the syntax"]),
     "unknown-recipe-key": (_recipe(GOOD_RECIPE + "trian: {}\n"), ["r.yaml", "unknown key 'trian'", "valid keys"]),
+    "bad-sample-setting": (_recipe(GOOD_RECIPE + "sample: {train.max_step: 3}\n"),
+                           ["r.yaml", "unknown key 'train.max_step'", "fix the 'sample' section"]),
     "wrong-type": (_recipe(GOOD_RECIPE.replace("max_epochs: 1", "max_epochs: many")),
                    ["r.yaml", "key 'train.max_epochs'", "expected int"]),
     "missing-required-field": (_recipe(GOOD_RECIPE.replace("task: token-classification\n", "")),

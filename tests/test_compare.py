@@ -240,3 +240,52 @@ def test_recipes_are_run_then_compared_with_peak_memory(tmp_path, monkeypatch):
     assert 50 < metrics["peak_memory_mb"] < 64_000
     row = _markdown_tables(report.markdown.read_text())["token-classification"][0]
     assert _number(row["peak memory (MB)"]) == pytest.approx(metrics["peak_memory_mb"], abs=0.5)
+
+
+def test_table_names_the_data_used_and_processes_apart_from_the_device(tmp_path: Path) -> None:
+    """A sample run is not shown as a conll2003 result, and a 2-process run is not '1 threads'."""
+    run = _fake_run(tmp_path / "ddp", task="token-classification", model={"type": "rnn_tagger"}, metric="f1",
+                    test={"f1": 50.0}, params=10, wall=1.0, tps=1.0, curve=[(1, 1.0)])
+    (run / "run_info.json").write_text(json.dumps({
+        "recipe": "ddp", "task": "token-classification", "dataset": "conll2003", "data": {"source": "sample"},
+        "machine": "CPU Intel Xeon, 1 threads", "num_processes": 2}))
+    summary = load_run_summary(run)
+    assert summary.data == "nlpipe built-in sample (synthetic, conll2003 format; not conll2003)"
+    assert (summary.processes, summary.device) == ("2 × 1 thread", "CPU Intel Xeon")
+    report = compare_runs([run], tmp_path / "report")
+    (row,) = _markdown_tables(report.markdown.read_text())["token-classification"]
+    assert row["data"] == summary.data and row["processes"] == "2 × 1 thread" and row["device"] == "CPU Intel Xeon"
+    # metrics.json's own record wins (what run_recipe writes now).
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["data"] = {"dataset": "conll2003", "source": "dir", "description": "conll2003 (local files)"}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    assert load_run_summary(run).data == "conll2003 (local files)"
+
+
+def test_real_run_records_its_data_in_metrics(real_run: Path) -> None:
+    metrics = json.loads((real_run / "metrics.json").read_text())
+    assert metrics["data"]["source"] == "sample" and metrics["data"]["dataset"] == "conll2003"
+    assert "not conll2003" in metrics["data"]["description"]
+
+
+def test_length_buckets_are_labelled_as_people_write_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from matplotlib.figure import Figure
+
+    from nlpipe.compare import bucket_label
+
+    assert [bucket_label(b) for b in ("01_10", "11_20", "21_plus", "1-10", "21+", "short")] == \
+        ["1–10", "11–20", "21+", "1–10", "21+", "short"]
+    run = _fake_run(tmp_path / "mt", task="translation", model={"type": "rnn_seq2seq"}, metric="sacrebleu",
+                    test={"sacrebleu": 20.0, "sacrebleu_len_01_10": 30.0, "sacrebleu_len_11_20": 20.0,
+                          "sacrebleu_len_21_plus": 10.0}, params=1, wall=1.0, tps=1.0, curve=[(1, 1.0)])
+    labels = {}
+    original = Figure.savefig
+
+    def savefig(fig, path, *args, **kwargs):
+        if str(path).endswith("score-by-length.png"):
+            labels["x"] = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+        return original(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    compare_runs([run], tmp_path / "report")
+    assert labels["x"] == ["1–10", "11–20", "21+"]

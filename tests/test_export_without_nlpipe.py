@@ -63,8 +63,10 @@ METRICS = {
 }
 
 
-def make_run_folder(kind: str, run_dir: Path) -> Path:
-    """A run folder like `run_recipe` writes, with a tiny randomly initialised model (no training)."""
+def make_run_folder(kind: str, run_dir: Path, source: str = "sample") -> Path:
+    """A run folder like `run_recipe` writes, with a tiny randomly initialised model (no training).
+
+    `source` is the data source recorded in run_info.json ("sample", "dir" or "hub")."""
     recipe = parse_recipe(RECIPES[kind], f"<test {kind}>")
     spec = load_spec(recipe.tokenizer["spec"], {k: v for k, v in recipe.tokenizer.items() if k != "spec"})
     texts = {"tagger": NER_TEXTS, "seq2seq": MT_SOURCES + MT_TARGETS, "lm": LM_TEXTS}[kind]
@@ -91,7 +93,7 @@ def make_run_folder(kind: str, run_dir: Path) -> Path:
         "parameters": sum(p.numel() for p in model.parameters()), "selection_metric": recipe.eval.metric,
     }
     info = {"recipe": recipe.name, "task": recipe.task, "dataset": recipe.data.dataset,
-            "data": {"source": "sample"}, "machine": "CPU test, 1 threads", "num_processes": 1}
+            "data": {"source": source}, "machine": "CPU test, 1 threads", "num_processes": 1}
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     (run_dir / "run_info.json").write_text(json.dumps(info))
     metric = recipe.eval.metric

@@ -323,3 +323,46 @@ def test_huge_numbers_and_unreadable_values_are_one_line_errors(tmp_path: Path, 
     with pytest.raises(NlpipeError) as err:
         load_recipe(str(write(tmp_path, BASE)), [override])
     assert len(str(err.value)) < 600 and "\n" not in str(err.value)
+
+
+# ----------------------------------------------------------------------------------- the sample settings
+
+
+@pytest.mark.parametrize("name", sorted(list_recipes()))
+def test_sample_settings_apply_only_on_sample_data_and_user_overrides_win(name: str) -> None:
+    """Every recipe has a quick sample run; the real-data schedule is the YAML's, untouched."""
+    raw = yaml.safe_load(resolve_recipe_path(name).read_text())
+    assert raw.get("sample"), f"{name} has no 'sample' settings: --data sample would run the full schedule"
+    real = load_recipe(name)
+    assert real.sample_applied == []
+    assert real.train.max_epochs == raw["train"].get("max_epochs", real.train.max_epochs)
+    quick = load_recipe(name, sample=True)
+    assert quick.sample_applied and len(quick.sample_applied) == len(raw["sample"])
+    for key, value in raw["sample"].items():
+        section, field = key.split(".", 1)
+        node = getattr(quick, section)
+        got = node.get(field) if isinstance(node, dict) else getattr(node, field)
+        assert got == value, key
+    # A user's override beats the sample setting.
+    key, value = next(iter(raw["sample"].items()))
+    section, field = key.split(".", 1)
+    mine = load_recipe(name, [f"{key}=1"], sample=True)
+    node = getattr(mine, section)
+    assert (node.get(field) if isinstance(node, dict) else getattr(node, field)) == 1
+
+
+@pytest.mark.parametrize(
+    ("sample", "message"),
+    [
+        ({"train.max_step": 3}, "unknown key 'train.max_step'"),
+        ({"train.max_steps": "many"}, "key 'train.max_steps': expected int"),
+        ({"max_steps": 3}, "key 'sample.max_steps': expected a dotted setting"),
+        ([1, 2], "key 'sample': expected a mapping"),
+        ({"model.hiden_size": 3}, "unknown key 'model.hiden_size'"),
+    ],
+)
+def test_bad_sample_settings_are_found_without_a_sample_run(tmp_path: Path, sample: object, message: str) -> None:
+    path = write(tmp_path, {**BASE, "sample": sample})
+    with pytest.raises(NlpipeError) as info:
+        load_recipe(str(path))  # validated even when the run is not on sample data
+    assert str(path) in str(info.value) and message in str(info.value)

@@ -1,4 +1,4 @@
-"""A saved run reloads in a fresh process (after `import nlpipe`) with identical predictions and score."""
+"""A saved run reloads in a fresh process (after `import nlpipe`) with the same logits (to float32 rounding) and score."""
 
 from __future__ import annotations
 
@@ -37,5 +37,6 @@ def test_fresh_process_reload_gives_identical_outputs_and_score(tmp_path: Path) 
                          timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     there = torch.tensor(json.loads(out.stdout.strip().splitlines()[-1]))
-    assert torch.equal(here, there)
+    # Another process may reorder float32 sums (~1e-8); a weight or vocabulary lost on reload moves logits by >1e-3.
+    torch.testing.assert_close(here, there, rtol=1e-5, atol=1e-6)
     assert evaluate_run(result.run_dir, "test")["f1"] == result.metrics["test"]["f1"]

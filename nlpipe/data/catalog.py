@@ -114,7 +114,7 @@ def _find_file(folder: Path, name: str) -> Path:
         if candidate.is_file():
             return candidate
     raise NlpipeError(
-        f"{folder / name}(.gz): data file not found; lay out --data-dir like shared/data "
+        f"{folder / name}(.gz): data file not found; lay out --data-dir as README.md 'Real data' describes "
         f"(<dir>/{folder.name}/{name}[.gz]) or use --data sample"
     )
 
@@ -146,7 +146,7 @@ def _read_hub(source: DatasetSource, cache: Path) -> dict[str, list[dict]]:
     except Exception as exc:  # the Hub's errors are many and change between releases
         raise NlpipeError(
             f"could not load '{source.hub_id}' from the Hugging Face Hub ({type(exc).__name__}); "
-            f"offline, use --data-dir DIR (files laid out like shared/data) or --data sample"
+            f"offline, use --data-dir DIR (files laid out as README.md 'Real data' describes) or --data sample"
         ) from exc
     out: dict[str, list[dict]] = {}
     for split in SPLITS:
@@ -222,3 +222,20 @@ def describe_source(source: str | None, data_dir: str | Path | None) -> dict[str
     if data_dir:
         return {"source": "dir", "data_dir": str(Path(data_dir).resolve())}
     return {"source": "hub"}
+
+
+def source_label(dataset: str, data: dict[str, Any] | None) -> str:
+    """Which data a run really used, for people: cards, metrics.json and `nlpipe compare`.
+
+    A run on the built-in sample says so (it is synthetic data in the data set's format, not the data set), so
+    nothing downstream presents its scores as results on ``conll2003`` & co.
+    """
+    source = (data or {}).get("source")
+    if source == "sample":
+        return f"nlpipe built-in sample (synthetic, {dataset} format; not {dataset})"
+    if source == "dir":
+        return f"{dataset} (local files)"
+    if source == "hub":
+        entry = CATALOG.get(dataset)
+        return f"{dataset} (Hub {entry.hub_id})" if entry else f"{dataset} (Hub)"
+    return dataset

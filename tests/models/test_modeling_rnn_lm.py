@@ -456,6 +456,8 @@ def test_save_and_reload_in_a_fresh_process_gives_identical_logits(tmp_path: Pat
         assert report[name]["class"] == "RnnForCausalLM"
         assert report[name]["tied"] == (name != "gru_untied")
         assert report[name]["training"] is False
-        assert torch.equal(torch.load(tmp_path / f"{name}.logits.pt"), expected[name]), name
+        # Kernels chosen per process may reorder float32 sums (~1e-8); a lost or untied weight moves logits by >1e-3.
+        torch.testing.assert_close(torch.load(tmp_path / f"{name}.logits.pt"), expected[name], rtol=1e-5, atol=1e-6,
+                                   msg=name)
     saved = json.loads((tmp_path / "rnn_tied" / "config.json").read_text())
     assert saved["model_type"] == "nlpipe_rnn_lm" and saved["cell"] == "rnn" and saved["eos_token_id"] == 2

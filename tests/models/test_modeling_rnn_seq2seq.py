@@ -497,7 +497,10 @@ def test_save_and_reload_in_a_fresh_process_gives_identical_logits(case, tmp_pat
     )
     result = torch.load(result_file)
     assert result["cls"] == "RnnSeq2SeqForConditionalGeneration"
-    assert torch.equal(result["logits"], expected)
+    # Not bit for bit: another process may pick other BLAS/oneDNN kernels (alignment, ISA), which reorder float32
+    # sums (measured 1.5e-8). A real regression (a weight not saved, embeddings untied, dropout left on) moves
+    # the logits by 1e-3 or more.
+    torch.testing.assert_close(result["logits"], expected, rtol=1e-5, atol=1e-6)
     assert result["tied"] == tied and result["shared"] == tied
 
 

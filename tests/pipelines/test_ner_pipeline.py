@@ -201,3 +201,32 @@ def test_length_sorted_batches_give_the_one_by_one_entities_in_input_order(crf_r
     # bf16 autocast (opt-in) runs the same path and answers every text, in order.
     fast = ner(texts, batch_size=4, bf16=True)
     assert len(fast) == len(texts) and all(isinstance(entities, list) for entities in fast)
+
+
+def test_char_tagger_called_directly_needs_tokenize_with_chars(crf_run: Path) -> None:
+    """`model(**tokenizer(text))` cannot work on a char-feature tagger (the tokenizer makes no char_ids): the error
+    says what to call, and that call gives the tags `nlpipe predict` gives, alone or padded in a batch."""
+    import torch
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from nlpipe.models.rnn_tagger.pipeline_rnn_tagger import tokenize_with_chars
+
+    model = AutoModelForTokenClassification.from_pretrained(crf_run).eval()
+    tokenizer = AutoTokenizer.from_pretrained(crf_run)
+    with pytest.raises(ValueError, match=r"tokenize_with_chars\(tokenizer, text, model.config\)"):
+        model(**tokenizer(TEXTS[0], return_tensors="pt"))
+    batch = tokenize_with_chars(tokenizer, TEXTS, model.config)
+    assert batch["char_ids"].shape[:2] == batch["input_ids"].shape
+    with torch.no_grad():
+        tags = model.decode(model(**batch).logits, batch["attention_mask"])
+    for row, want in enumerate(predict(crf_run, TEXTS)):
+        alone = tokenize_with_chars(tokenizer, TEXTS[row], model.config)
+        with torch.no_grad():
+            single = model.decode(model(**alone).logits, alone["attention_mask"])[0].tolist()
+        real = batch["attention_mask"][row].bool().tolist()
+        special = tokenizer(TEXTS[row], return_special_tokens_mask=True)["special_tokens_mask"]
+        special_padded = special + [1] * (len(real) - len(special))  # padding positions count as special
+        got = [model.config.id2label[t] for t, keep, sp in zip(tags[row].tolist(), real, special_padded, strict=True)
+               if keep and not sp]
+        assert got == [model.config.id2label[t] for t, sp in zip(single, special, strict=True) if not sp]
+        assert got == [w["tag"] for w in want["words"]], TEXTS[row]

@@ -1,4 +1,6 @@
-"""Every recipe in recipes/ runs end to end for a few steps on the built-in sample data."""
+"""Every recipe in recipes/ runs its sample path end to end (`--data sample`: the recipe's ``sample`` settings
+applied), capped here to a few steps and a tiny model so the whole set fits CI; benchmarks/sample_runs.py times the
+uncapped sample runs (BENCHMARKS.md)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from nlpipe.recipe import list_recipes, load_recipe
 from nlpipe.run import run_recipe
@@ -32,7 +35,7 @@ TINY_MODEL = {
 
 @pytest.mark.parametrize("name", RECIPES)
 def test_recipe_runs_on_sample_data(name: str, tmp_path: Path) -> None:
-    recipe = load_recipe(name)
+    recipe = load_recipe(name, sample=True)
     overrides = SHRINK + TINY_MODEL.get(recipe.model["type"], [])
     if recipe.model.get("init_from"):  # e.g. runs/pretrain-bert: run that recipe first, tiny, and start from it
         source = Path(recipe.model["init_from"]).name
@@ -47,6 +50,18 @@ def test_recipe_runs_on_sample_data(name: str, tmp_path: Path) -> None:
     assert recipe.eval.metric in metrics["test"], metrics["test"].keys()
     assert metrics["train"]["steps"] >= 1
     assert (result.run_dir / "model.safetensors").is_file()
+    # The sample path is the one taken: the recipe's sample settings are applied and recorded, ours win over them.
+    assert recipe.sample_applied
+    assert json.loads((result.run_dir / "run_info.json").read_text())["sample_settings"] == recipe.sample_applied
+    resolved_text = (result.run_dir / "recipe.yaml").read_text()
+    assert "# sample settings applied (--data sample): " in resolved_text
+    resolved = yaml.safe_load(resolved_text)
+    ours = {o.split("=", 1)[0] for o in overrides}
+    for item in recipe.sample_applied:
+        key, value = item.split("=", 1)
+        section, field = key.split(".", 1)
+        if key not in ours:
+            assert resolved[section][field] == yaml.safe_load(value), key
 
 
 def test_packaged_and_checkout_recipes_agree() -> None:

@@ -79,6 +79,8 @@ main()
 
 def _start(tmp_path: Path, name: str, mode: str, *extra: str, recipe_args: list[str] = RECIPE_ARGS,
            kill_at: int = KILL_AFTER_CHECKPOINT) -> subprocess.Popen:
+    # Exact equality of two trainings is only meaningful with determinism forced: both runs on this machine, one
+    # thread each (same kernels, same summation order), same seed. Across machines or thread counts they may differ.
     env = {**os.environ, "NLPIPE_CACHE": str(tmp_path / f"cache-{name}"), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
         [sys.executable, "-c", DRIVER, mode, str(kill_at), *recipe_args,

@@ -157,7 +157,10 @@ class RnnForTokenClassification(RnnTaggerPreTrainedModel):
                 raise ValueError(
                     f"this model reads characters (char_encoder={self.config.char_encoder!r}): pass char_ids of "
                     f"shape (batch, tokens, chars) = {tuple(inputs_embeds.shape[:2])} + (C,), "
-                    f"got {None if char_ids is None else tuple(char_ids.shape)}"
+                    f"got {None if char_ids is None else tuple(char_ids.shape)}. The tokenizer does not make them: "
+                    "call model(**tokenize_with_chars(tokenizer, text, model.config)) (from pipeline_rnn_tagger, "
+                    "i.e. nlpipe.models.rnn_tagger.pipeline_rnn_tagger or the file shipped with the model), or use "
+                    "pipeline('ner', model=...), which adds them"
                 )
             char_vectors = self.char_encoder(char_ids).to(inputs_embeds.dtype)  # (B, T, Dc)
             inputs_embeds = torch.cat([inputs_embeds, char_vectors], dim=-1)  # (B, T, E + Dc)

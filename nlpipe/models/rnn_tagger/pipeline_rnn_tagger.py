@@ -74,6 +74,38 @@ def char_vocabulary(config: Any) -> dict[str, int]:
     return {char: index + 2 for index, char in enumerate(config.char_vocab or [])}
 
 
+
+def tokenize_with_chars(tokenizer: Any, text: str | list[str], config: Any, **kwargs: Any) -> Any:
+    """`tokenizer(text, return_tensors="pt")` plus the ``char_ids`` a char-feature tagger needs.
+
+    The tokenizer alone cannot supply them (a word-level vocabulary may be lower-cased and digit-normalised,
+    so the characters must come from the text), hence ``model(**tokenizer(text))`` fails on such a model::
+
+        >>> inputs = tokenize_with_chars(tokenizer, "EU rejects German call .", model.config)
+        >>> logits = model(**inputs).logits
+
+    Args:
+        tokenizer: the run's fast tokenizer.
+        text: one text or a list of texts (padded to the longest).
+        config: the model's `RnnTaggerConfig` (``char_vocab``, ``max_word_chars``).
+        kwargs: more arguments for the tokenizer call (e.g. ``truncation=True``).
+
+    Returns:
+        A `BatchEncoding` of tensors: ``input_ids``, ``attention_mask`` and, for a char-feature model,
+        ``char_ids`` (B, T, C). Offsets and special-token masks used on the way are not in it.
+    """
+    texts = [text] if isinstance(text, str) else list(text)
+    encoded = tokenizer(texts, return_tensors="pt", padding=True, return_offsets_mapping=True,
+                        return_special_tokens_mask=True, **kwargs)
+    offsets, special = encoded.pop("offset_mapping"), encoded.pop("special_tokens_mask")
+    if getattr(config, "char_encoder", "none") != "none":
+        encoded["char_ids"] = torch.cat([
+            char_ids_from_offsets(item, [tuple(pair) for pair in offsets[row].tolist()],
+                                  [bool(flag) for flag in special[row].tolist()], config)
+            for row, item in enumerate(texts)
+        ])
+    return encoded
+
 class RnnTaggerTokenClassificationPipeline(TokenClassificationPipeline):
     """`TokenClassificationPipeline` that also serves taggers with char features and a CRF.
 
