@@ -30,8 +30,10 @@ from .experiments.reporting import save_figure
 
 # The figure a table shows in place of a selection metric that published results do not report.
 # SAMSum papers (and Hugging Face's run_summarization) give summary-level ROUGE-L, i.e. rougeLsum;
-# runs may still select their checkpoint on sentence-level rougeL.
-COMPARABLE_METRIC: dict[str, str] = {"rougeL": "rougeLsum"}
+# runs may still select their checkpoint on sentence-level rougeL. Language models are compared per
+# word (PTB/WikiText-2 results are word-level): a subword model's token perplexity is not comparable,
+# and for word-level models the two are equal.
+COMPARABLE_METRIC: dict[str, str] = {"rougeL": "rougeLsum", "perplexity": "word_perplexity"}
 
 
 def comparable_metric(selection_metric: str, scores: dict[str, Any]) -> str:
@@ -197,7 +199,7 @@ def load_run_summary(run_dir: str | Path) -> RunSummary:
         metric=metric,
         score=float(score) if score is not None else None,
         score_split=split,
-        greater_is_better=bool(eval_section.get("greater_is_better", selection != "perplexity")),
+        greater_is_better=bool(eval_section.get("greater_is_better", "perplexity" not in selection)),
         wall_s=_number(train.get("wall_s")),
         tokens_per_s=_number(train.get("tokens_per_s")),
         peak_memory_mb=float(peak) if peak is not None else None,
@@ -467,7 +469,7 @@ def _plot_budget(entries: list[LeaderboardEntry], path: Path) -> Path | None:
             ax.fill_between(tokens, lows, highs, color=line.get_color(), alpha=0.15)
     ax.set_xlabel("training tokens seen")
     ax.set_ylabel(f"validation {entries[0].metric}")
-    if entries[0].metric == "perplexity":
+    if "perplexity" in entries[0].metric:
         ax.set_yscale("log")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
@@ -555,7 +557,8 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path = "report", not
         substituted = sorted({(r.selection_metric, r.metric) for r in task_runs if r.selection_metric != r.metric})
         for selection, shown in substituted:
             md += [f"Note: `{shown}` is shown for runs that select on `{selection}`: it is the figure published "
-                   f"results report (for ROUGE-L, summary-level ROUGE-L over sentences), so it is the comparable one.", ""]
+                   f"results report (for ROUGE-L, summary-level ROUGE-L over sentences; for language models, "
+                   f"perplexity per word, whatever the tokenizer), so it is the comparable one.", ""]
         rows = table_rows(task_runs)
         md += [_markdown_table(TABLE_COLUMNS, rows), ""]
         html_parts.append(_html_table(TABLE_COLUMNS, rows))

@@ -37,9 +37,9 @@ class DataSection:
     max_target_length: int = 128
     """Truncate seq2seq targets to this many tokens."""
     extra_datasets: list[str] = field(default_factory=list)
-    """masked-lm: more catalog data sets whose *training* split is added as unlabelled text."""
+    """masked-lm / causal-lm: more catalog data sets whose *training* split is added as unlabelled text."""
     text_files: list[str] = field(default_factory=list)
-    """masked-lm: local text files (one text per line, gzip allowed; relative paths looked up in --data-dir first)."""
+    """masked-lm / causal-lm: local text files (one text per line, gzip allowed; relative paths looked up in --data-dir first)."""
 
 
 @dataclass
@@ -336,10 +336,11 @@ def parse_recipe(raw: Any, source: str = "<memory>") -> Recipe:
         raise NlpipeError(f"{source}: key 'train.mixed_precision': choose no, bf16, fp16 or auto")
     if recipe.train.optimizer not in ("adam", "adamw", "sgd"):
         raise NlpipeError(f"{source}: key 'train.optimizer': choose adam, adamw or sgd")
-    if recipe.task != "masked-lm":
+    if recipe.task not in ("masked-lm", "causal-lm"):
         for key in ("extra_datasets", "text_files"):
             if getattr(recipe.data, key):
-                raise NlpipeError(f"{source}: key 'data.{key}': only task masked-lm reads unlabelled text; remove it")
+                raise NlpipeError(f"{source}: key 'data.{key}': only tasks masked-lm and causal-lm read unlabelled "
+                                  "text; remove it")
     from .training.budget import check_budget
 
     check_budget(recipe.train, source)

@@ -249,7 +249,6 @@ def test_recipes_are_run_then_compared_with_peak_memory(tmp_path, monkeypatch):
 
 def test_leaderboard_aggregates_seeds_as_mean_and_sample_sd(tmp_path):
     """Three seeds of one recipe → one entry: mean and sample sd by hand; the budget curve in tokens."""
-    from nlpipe.compare import leaderboard
 
     runs = []
     for seed, f1, curve in [(42, 80.0, [(10, 50.0), (20, 70.0)]), (43, 82.0, [(10, 52.0), (20, 74.0)]),
