@@ -87,6 +87,10 @@ class RunSummary:
     pretrain_wall_s: float | None = None
     """Training wall time of the ``init_from`` run folder, when it is a local nlpipe run."""
     pretrain_tokens: float | None = None
+    warmup_steps: int | None = None
+    """The recipe's ``train.warmup_steps``."""
+    planned_steps: int | None = None
+    """Steps the run's ``train.budget`` was planned as (``metrics.json``), when it had one."""
 
 
 def _number(value: Any) -> float | None:
@@ -189,6 +193,8 @@ def load_run_summary(run_dir: str | Path) -> RunSummary:
     init_from = _section(recipe, "model").get("init_from")
     init_from = str(init_from) if init_from not in (None, "") else None
     pretrain = _pretraining_cost(init_from)
+    warmup = _number(_section(recipe, "train").get("warmup_steps"))
+    planned = _number(_section(train, "budget").get("planned_steps"))
     return RunSummary(
         run_dir=run_dir,
         name=run_dir.name,
@@ -214,6 +220,8 @@ def load_run_summary(run_dir: str | Path) -> RunSummary:
         init_from=init_from,
         pretrain_wall_s=pretrain[0],
         pretrain_tokens=pretrain[1],
+        warmup_steps=int(warmup) if warmup is not None else None,
+        planned_steps=int(planned) if planned is not None else None,
     )
 
 
@@ -528,6 +536,11 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path = "report", not
         metrics = sorted({r.metric for r in task_runs})
         md += [f"## {task}", ""]
         entries = boards[task]
+        for run in task_runs:
+            if run.warmup_steps and run.planned_steps and run.warmup_steps * 2 > run.planned_steps:
+                md += [f"Warning: `{run.name}` warms up for {run.warmup_steps} steps of the {run.planned_steps} its "
+                       "budget buys, so it hardly trains at its peak learning rate; at a budget this small its "
+                       "score says more about the schedule than the architecture (lower `train.warmup_steps`).", ""]
         md += ["### leaderboard", "",
                "Runs of one recipe are aggregated over their seeds: mean ± sample standard deviation (n − 1). "
                "tokens/s is training throughput; eval examples/s is the speed of the task's own evaluation "

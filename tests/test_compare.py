@@ -317,3 +317,15 @@ def test_recipes_under_one_budget_with_seeds(tmp_path, monkeypatch):
         assert run_recipe["train"]["early_stopping_patience"] is None
         assert run_recipe["train"]["max_train_minutes"] is None
     assert "Equal budget" in report.markdown.read_text()
+
+
+def test_report_warns_when_warm_up_eats_the_budget(tmp_path):
+    run = _fake_run(tmp_path / "ner-t", task="token-classification", model={"type": "bert"}, metric="f1",
+                    test={"f1": 1.0}, params=1, wall=1.0, tps=1.0, curve=[])
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["train"]["budget"] = {"tokens": 1000, "planned_steps": 60}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    (run / "recipe.yaml").write_text(yaml.safe_dump({**recipe, "train": {"warmup_steps": 500}}))
+    text = compare_runs([run], tmp_path / "rep").markdown.read_text()
+    assert "warms up for 500 steps of the 60" in text
