@@ -677,6 +677,28 @@ def equal_budget_overrides(overrides: list[str]) -> list[str]:
     return [f"{key}=null" for key in STOPS_BEFORE_BUDGET if key not in keys]
 
 
+def _join_forwarding_sigterm(child: Any) -> None:
+    """Wait for a run's process; a SIGTERM to this process (``timeout``, a scheduler) is passed on to it,
+    so no training is left running on its own when the comparison is stopped."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        child.join()
+        return
+
+    def forward(signum: int, frame: Any) -> None:
+        child.terminate()  # the run saves a checkpoint and stops (see nlpipe/training/loop.py)
+        child.join()
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        child.join()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def compare_recipes(
     pattern: str,
     out_dir: str | Path = "report",
@@ -724,7 +746,7 @@ def compare_recipes(
             args=(name, run_overrides, data, str(data_dir) if data_dir else None, str(target)),
         )
         child.start()
-        child.join()
+        _join_forwarding_sigterm(child)
         if child.exitcode != 0:
             raise NlpipeError(f"recipe {name}: the run failed (exit code {child.exitcode}); see the messages above, "
                               f"fix it or leave it out of --recipes")
