@@ -329,3 +329,15 @@ def test_report_warns_when_warm_up_eats_the_budget(tmp_path):
     (run / "recipe.yaml").write_text(yaml.safe_dump({**recipe, "train": {"warmup_steps": 500}}))
     text = compare_runs([run], tmp_path / "rep").markdown.read_text()
     assert "warms up for 500 steps of the 60" in text
+
+
+def test_cli_seeds_must_be_positive(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "nlpipe", "compare", "--recipes", "ner-gru", "--seeds", "0",
+                             "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "--seeds" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()
