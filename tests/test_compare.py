@@ -341,3 +341,17 @@ def test_cli_seeds_must_be_positive(tmp_path):
     assert result.returncode != 0
     assert "--seeds" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_pretraining_cost_is_shown_apart_for_init_from_runs(tmp_path):
+    source = _fake_run(tmp_path / "pretrain-x", task="masked-lm", model={"type": "bert"}, metric="perplexity",
+                       test={"perplexity": 9.0}, params=5, wall=1234.5, tps=1.0, curve=[])
+    tuned = _fake_run(tmp_path / "ner-p", task="token-classification", model={"type": "bert", "init_from": str(source)},
+                      metric="f1", test={"f1": 50.0}, params=5, wall=10.0, tps=1.0, curve=[])
+    report = compare_runs([tuned], tmp_path / "rep")
+    (row,) = _markdown_tables(report.markdown.read_text())["token-classification/pretraining cost"]
+    assert row["pretrained from"] == str(source)
+    assert _number(row["pretraining wall time (s)"]) == pytest.approx(1234.5)
+    assert _number(row["pretraining tokens"]) == 1000  # _fake_run's train.tokens
+    board = _markdown_tables(report.markdown.read_text())["token-classification/leaderboard"]
+    assert board[0]["pretrained from"] == str(source)
