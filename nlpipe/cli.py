@@ -274,18 +274,23 @@ def compare_cli(
     recipes: Annotated[str | None, typer.Option("--recipes", help="Run recipes matching this glob first.")] = None,
     overrides: Annotated[list[str] | None, typer.Option("--set", help="key.sub=value for every --recipes run.")] = None,
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where --recipes runs go.")] = Path("runs"),
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Run each --recipes recipe with N seeds; "
+                                       "the leaderboard shows mean ± sd.")] = 1,
     data: DataOpt = None,
     data_dir: DataDirOpt = None,
     no_progress: NoProgressOpt = False,
 ) -> None:
-    """Compare runs: a Markdown + self-contained HTML report with a table and plots."""
+    """Compare runs: a leaderboard per task (mean ± sd over seeds), a Markdown + self-contained HTML report, plots.
+
+    With --recipes and --set train.budget.tokens=N every matching recipe is trained under the same budget
+    (its own max_steps, max_train_minutes and early stopping switched off)."""
     _progress(no_progress)
     from .compare import compare_recipes, compare_runs
 
     with _logs_to_stderr():
         if recipes:
             report = compare_recipes(recipes, out, overrides=overrides or [], data=data, data_dir=data_dir,
-                                     runs_dir=runs_dir, extra_run_dirs=list(run_dirs or []))
+                                     runs_dir=runs_dir, extra_run_dirs=list(run_dirs or []), seeds=seeds)
         else:
             report = compare_runs(list(run_dirs or []), out)
     typer.echo(f"wrote {report.markdown} and {report.html} ({len(report.runs)} runs, {len(report.figures)} plots)")

@@ -30,8 +30,10 @@ from .experiments.reporting import save_figure
 
 # The figure a table shows in place of a selection metric that published results do not report.
 # SAMSum papers (and Hugging Face's run_summarization) give summary-level ROUGE-L, i.e. rougeLsum;
-# runs may still select their checkpoint on sentence-level rougeL.
-COMPARABLE_METRIC: dict[str, str] = {"rougeL": "rougeLsum"}
+# runs may still select their checkpoint on sentence-level rougeL. Language models are compared per
+# word (PTB/WikiText-2 results are word-level): a subword model's token perplexity is not comparable,
+# and for word-level models the two are equal.
+COMPARABLE_METRIC: dict[str, str] = {"rougeL": "rougeLsum", "perplexity": "word_perplexity"}
 
 
 def comparable_metric(selection_metric: str, scores: dict[str, Any]) -> str:
@@ -77,6 +79,22 @@ class RunSummary:
     """Which data the run used (``nlpipe built-in sample (...)``, ``conll2003 (local files)``, ...)."""
     processes: str = MISSING
     """Training processes and threads per process, e.g. ``2 × 1 thread``."""
+    train_tokens: float | None = None
+    """Training tokens seen (``metrics.json`` ``train.tokens``)."""
+    tokens_per_step: float | None = None
+    """Training tokens per optimizer step (``train.tokens / train.steps``): turns logged steps into tokens."""
+    eval_examples_per_s: float | None = None
+    """Inference speed: examples of `score_split` evaluated per second (``metrics.json`` ``eval_speed``)."""
+    seed: int | None = None
+    init_from: str | None = None
+    """``model.init_from`` of the run's recipe (a pretrained start), if any."""
+    pretrain_wall_s: float | None = None
+    """Training wall time of the ``init_from`` run folder, when it is a local nlpipe run."""
+    pretrain_tokens: float | None = None
+    warmup_steps: int | None = None
+    """The recipe's ``train.warmup_steps``."""
+    planned_steps: int | None = None
+    """Steps the run's ``train.budget`` was planned as (``metrics.json``), when it had one."""
 
 
 def _number(value: Any) -> float | None:
@@ -181,6 +199,14 @@ def load_run_summary(run_dir: str | Path) -> RunSummary:
     device, threads = _split_machine(str(info.get("machine") or MISSING))
     n_proc = info.get("num_processes")
     processes = MISSING if n_proc is None else f"{n_proc}" + (f" × {threads}" if threads else "")
+    tokens, steps = _number(train.get("tokens")), _number(train.get("steps"))
+    speed = _number(_section(_section(metrics, "eval_speed"), split).get("examples_per_s"))
+    seed = _number(_section(recipe, "train").get("seed"))
+    init_from = _section(recipe, "model").get("init_from")
+    init_from = str(init_from) if init_from not in (None, "") else None
+    pretrain = _pretraining_cost(init_from)
+    warmup = _number(_section(recipe, "train").get("warmup_steps"))
+    planned = _number(_section(train, "budget").get("planned_steps"))
     return RunSummary(
         run_dir=run_dir,
         name=run_dir.name,
@@ -191,7 +217,7 @@ def load_run_summary(run_dir: str | Path) -> RunSummary:
         metric=metric,
         score=float(score) if score is not None else None,
         score_split=split,
-        greater_is_better=bool(eval_section.get("greater_is_better", selection != "perplexity")),
+        greater_is_better=bool(eval_section.get("greater_is_better", "perplexity" not in selection)),
         wall_s=_number(train.get("wall_s")),
         tokens_per_s=_number(train.get("tokens_per_s")),
         peak_memory_mb=float(peak) if peak is not None else None,
@@ -201,6 +227,15 @@ def load_run_summary(run_dir: str | Path) -> RunSummary:
         selection_metric=selection,
         data=data_label,
         processes=processes,
+        train_tokens=tokens,
+        tokens_per_step=tokens / steps if tokens and steps else None,
+        eval_examples_per_s=speed,
+        seed=int(seed) if seed is not None else None,
+        init_from=init_from,
+        pretrain_wall_s=pretrain[0],
+        pretrain_tokens=pretrain[1],
+        warmup_steps=int(warmup) if warmup is not None else None,
+        planned_steps=int(planned) if planned is not None else None,
     )
 
 
@@ -211,6 +246,19 @@ def _split_machine(machine: str) -> tuple[str, str | None]:
         return machine, None
     n = int(found.group("n"))
     return found.group("device"), f"{n} thread" + ("s" if n != 1 else "")
+
+
+def _pretraining_cost(init_from: str | None) -> tuple[float | None, float | None]:
+    """(training wall s, training tokens) of a local ``init_from`` run folder; Nones when unknown (a Hub id)."""
+    if not init_from:
+        return None, None
+    path = Path(init_from).expanduser() / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None, None
+    train = _section(metrics, "train")
+    return _number(train.get("wall_s")), _number(train.get("tokens"))
 
 
 # ----------------------------------------------------------------------------------------------- table
@@ -332,6 +380,148 @@ def _plot_buckets(runs: list[RunSummary], path: Path) -> Path | None:
     return save_figure(fig, path)
 
 
+
+# ----------------------------------------------------------------------------------------------- leaderboard
+
+LEADERBOARD_COLUMNS = (
+    "rank", "recipe", "model type", "seeds", "score (mean ± sd)", "metric", "parameters", "training tokens",
+    "tokens/s", "eval examples/s", "peak memory (MB)", "pretrained from",
+)
+
+
+@dataclass
+class LeaderboardEntry:
+    """One recipe of a task's leaderboard: its runs (one per seed) aggregated."""
+
+    task: str
+    recipe: str
+    model_type: str
+    metric: str
+    score_split: str
+    greater_is_better: bool
+    runs: list[str]
+    seeds: list[int | None]
+    scores: list[float]
+    mean: float | None
+    spread: float | None
+    """Sample standard deviation of `scores` (n − 1 in the denominator); None for fewer than two."""
+    parameters: int | None
+    train_tokens: float | None
+    tokens_per_s: float | None
+    eval_examples_per_s: float | None
+    peak_memory_mb: float | None
+    """The largest over the seeds."""
+    init_from: str | None = None
+    pretrain_wall_s: float | None = None
+    pretrain_tokens: float | None = None
+    curve: list[tuple[float, float, float, float]] = field(default_factory=list)
+    """(training tokens seen, mean, min, max of the validation metric over seeds) at the logged evaluations."""
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def _budget_curve(runs: list[RunSummary]) -> list[tuple[float, float, float, float]]:
+    """Validation metric against training tokens seen, averaged over the seeds at the steps they share.
+
+    Tokens at a logged step are ``step × tokens per step`` of that run (its ``train.tokens / train.steps``).
+    """
+    curves = [({step: value for step, value in r.curve}, r.tokens_per_step) for r in runs if r.curve and r.tokens_per_step]
+    if not curves:
+        return []
+    shared = sorted(set.intersection(*(set(c) for c, _ in curves)))
+    points = []
+    for step in shared:
+        values = [c[step] for c, _ in curves]
+        tokens = sum(step * per for _, per in curves) / len(curves)
+        points.append((tokens, sum(values) / len(values), min(values), max(values)))
+    return points
+
+
+def leaderboard(runs: list[RunSummary]) -> dict[str, list[LeaderboardEntry]]:
+    """Runs grouped by task, then by recipe (the seeds of one recipe are one entry), best mean first."""
+    import statistics
+
+    grouped: dict[tuple[str, str], list[RunSummary]] = {}
+    for run in runs:
+        grouped.setdefault((run.task, run.recipe), []).append(run)
+    boards: dict[str, list[LeaderboardEntry]] = {}
+    for (task, recipe), group in grouped.items():
+        scores = [r.score for r in group if r.score is not None]
+        first = group[0]
+        params = [r.parameters for r in group if r.parameters is not None]
+        peaks = [r.peak_memory_mb for r in group if r.peak_memory_mb is not None]
+        boards.setdefault(task, []).append(LeaderboardEntry(
+            task=task, recipe=recipe, model_type=first.model_type, metric=first.metric,
+            score_split=first.score_split, greater_is_better=first.greater_is_better,
+            runs=[str(r.run_dir) for r in group], seeds=[r.seed for r in group], scores=scores,
+            mean=statistics.fmean(scores) if scores else None,
+            spread=statistics.stdev(scores) if len(scores) > 1 else None,
+            parameters=params[0] if params else None,
+            train_tokens=_mean([r.train_tokens for r in group]),
+            tokens_per_s=_mean([r.tokens_per_s for r in group]),
+            eval_examples_per_s=_mean([r.eval_examples_per_s for r in group]),
+            peak_memory_mb=max(peaks) if peaks else None,
+            init_from=first.init_from, pretrain_wall_s=first.pretrain_wall_s, pretrain_tokens=first.pretrain_tokens,
+            curve=_budget_curve(group),
+        ))
+    for entries in boards.values():
+        # Best first; entries without a score last.
+        entries.sort(key=lambda e: (e.mean is None, -(e.mean or 0.0) if e.greater_is_better else (e.mean or 0.0)))
+    return boards
+
+
+def leaderboard_rows(entries: list[LeaderboardEntry]) -> list[list[str]]:
+    """The leaderboard table's cells, in `LEADERBOARD_COLUMNS` order."""
+    rows = []
+    for rank, e in enumerate(entries, start=1):
+        score = _fmt(e.mean, 2) + (f" ± {e.spread:.2f}" if e.spread is not None else "")
+        rows.append([
+            str(rank), e.recipe, e.model_type, str(len(e.scores)), score, f"{e.metric} ({e.score_split})",
+            _fmt(e.parameters, 0), _fmt(e.train_tokens, 0), _fmt(e.tokens_per_s, 0),
+            _fmt(e.eval_examples_per_s, 1), _fmt(e.peak_memory_mb, 0), e.init_from or MISSING,
+        ])
+    return rows
+
+
+def pretraining_rows(entries: list[LeaderboardEntry]) -> list[list[str]]:
+    """One row per recipe that starts from a pretrained body: what the pretraining cost (not in the table above)."""
+    return [[e.recipe, e.init_from or "", _fmt(e.pretrain_wall_s, 1), _fmt(e.pretrain_tokens, 0)]
+            for e in entries if e.init_from]
+
+
+def _plot_budget(entries: list[LeaderboardEntry], path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with_curves = [e for e in entries if e.curve]
+    if not with_curves:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=90)
+    for entry in with_curves:
+        tokens, means, lows, highs = zip(*entry.curve, strict=True)
+        line = ax.plot(tokens, means, marker="o", markersize=3, label=entry.recipe)[0]
+        if len(entry.scores) > 1:
+            ax.fill_between(tokens, lows, highs, color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("training tokens seen")
+    ax.set_ylabel(f"validation {entries[0].metric}")
+    if "perplexity" in entries[0].metric:
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def _entry_json(entry: LeaderboardEntry) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(entry)
+
+
 # ----------------------------------------------------------------------------------------------- report
 
 
@@ -345,11 +535,13 @@ class Report:
     runs: list[RunSummary]
 
 
-def compare_runs(run_dirs: list[str | Path], out_dir: str | Path = "report") -> Report:
-    """Write ``report.md``, ``report.html`` and the PNG plots comparing `run_dirs` into `out_dir`.
+def compare_runs(run_dirs: list[str | Path], out_dir: str | Path = "report", notes: list[str] | None = None) -> Report:
+    """Write ``report.md``, ``report.html``, ``leaderboard.json`` and the PNG plots comparing `run_dirs` into `out_dir`.
 
     Runs are grouped by task (one table and one set of plots per task: scores of different tasks
-    are not comparable).
+    are not comparable). Each task opens with its leaderboard: the runs of one recipe (its seeds)
+    aggregated as mean ± sample standard deviation, best first, and a quality-vs-budget plot. `notes`
+    (how the runs were made, e.g. the shared budget) go under the title.
 
     Raises:
         NlpipeError: no run folders, or one of them is not a finished run.
@@ -366,21 +558,54 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path = "report") -> 
     for run in runs:
         by_task.setdefault(run.task, []).append(run)
 
+    boards = leaderboard(runs)
     md = ["# nlpipe comparison", "", f"{len(runs)} run(s): " + ", ".join(f"`{r.run_dir}`" for r in runs), ""]
+    md += [f"- {note}" for note in notes or []] + ([""] if notes else [])
     html_parts = [f"<h1>nlpipe comparison</h1><p>{len(runs)} run(s)</p>"]
+    html_parts += [f"<p>{html.escape(note)}</p>" for note in notes or []]
     figures: list[Path] = []
     for task, task_runs in by_task.items():
         metrics = sorted({r.metric for r in task_runs})
         md += [f"## {task}", ""]
+        entries = boards[task]
+        for run in task_runs:
+            if run.warmup_steps and run.planned_steps and run.warmup_steps * 2 > run.planned_steps:
+                md += [f"Warning: `{run.name}` warms up for {run.warmup_steps} steps of the {run.planned_steps} its "
+                       "budget buys, so it hardly trains at its peak learning rate; at a budget this small its "
+                       "score says more about the schedule than the architecture (lower `train.warmup_steps`).", ""]
+        md += ["### leaderboard", "",
+               "Runs of one recipe are aggregated over their seeds: mean ± sample standard deviation (n − 1). "
+               "tokens/s is training throughput; eval examples/s is the speed of the task's own evaluation "
+               "(prediction, generation for seq2seq) on the scored split; peak memory is the largest over the seeds.",
+               "", _markdown_table(LEADERBOARD_COLUMNS, leaderboard_rows(entries)), ""]
+        html_parts.append(f"<h2>{html.escape(task)}</h2><h3>leaderboard</h3>")
+        html_parts.append(_html_table(LEADERBOARD_COLUMNS, leaderboard_rows(entries)))
+        pre = pretraining_rows(entries)
+        if pre:
+            header = ("recipe", "pretrained from", "pretraining wall time (s)", "pretraining tokens")
+            md += ["### pretraining cost", "",
+                   "Not counted in the leaderboard above: the `init_from` run's own training.", "",
+                   _markdown_table(header, pre), ""]
+            html_parts += ["<h3>pretraining cost</h3>", _html_table(header, pre)]
+        budget_plot = _plot_budget(entries, out / f"{_safe(task)}-quality-vs-budget.png")
+        if budget_plot is not None:
+            figures.append(budget_plot)
+            md += ["### quality vs budget", "", "Validation score against training tokens seen (mean over seeds; "
+                   "the band is min–max): who wins at which budget.", "",
+                   f"![quality vs budget]({budget_plot.name})", ""]
+            data = base64.b64encode(budget_plot.read_bytes()).decode("ascii")
+            html_parts.append(f"<h3>quality vs budget</h3><img alt=\"quality vs budget\" "
+                              f"src=\"data:image/png;base64,{data}\">")
+        md += ["### runs", ""]
         if len(metrics) > 1:
             md += [f"Note: these runs select on different metrics ({', '.join(metrics)}); compare scores with care.", ""]
         substituted = sorted({(r.selection_metric, r.metric) for r in task_runs if r.selection_metric != r.metric})
         for selection, shown in substituted:
             md += [f"Note: `{shown}` is shown for runs that select on `{selection}`: it is the figure published "
-                   f"results report (for ROUGE-L, summary-level ROUGE-L over sentences), so it is the comparable one.", ""]
+                   f"results report (for ROUGE-L, summary-level ROUGE-L over sentences; for language models, "
+                   f"perplexity per word, whatever the tokenizer), so it is the comparable one.", ""]
         rows = table_rows(task_runs)
         md += [_markdown_table(TABLE_COLUMNS, rows), ""]
-        html_parts.append(f"<h2>{html.escape(task)}</h2>")
         html_parts.append(_html_table(TABLE_COLUMNS, rows))
         stem = _safe(task)
         plots = [
@@ -399,6 +624,9 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path = "report") -> 
             data = base64.b64encode(path.read_bytes()).decode("ascii")
             html_parts.append(f"<h3>{html.escape(title)}</h3><img alt=\"{html.escape(title)}\" "
                               f"src=\"data:image/png;base64,{data}\">")
+    (out / "leaderboard.json").write_text(
+        json.dumps({task: [_entry_json(e) for e in entries] for task, entries in boards.items()}, indent=2),
+        encoding="utf-8")
     md_path = out / "report.md"
     md_path.write_text("\n".join(md), encoding="utf-8")
     html_path = out / "report.html"
@@ -449,7 +677,7 @@ def _run_one_measured(name: str, overrides: list[str], data: str | None, data_di
 
 
 def matching_recipes(pattern: str) -> list[str]:
-    """Recipe names matching a shell glob (``ner-*``).
+    """Recipe names matching a shell glob (``ner-*``), or several separated by commas (``ner-bi*,ner-bert``).
 
     Raises:
         NlpipeError: nothing matches (the message lists the recipes).
@@ -457,10 +685,50 @@ def matching_recipes(pattern: str) -> list[str]:
     from .recipe import list_recipes
 
     known = list_recipes()
-    names = [n for n in known if fnmatch.fnmatch(n, pattern)]
+    globs = [g.strip() for g in pattern.split(",") if g.strip()]
+    names = [n for n in known if any(fnmatch.fnmatch(n, g) for g in globs)]
     if not names:
         raise NlpipeError(f"--recipes {pattern}: no recipe matches; known: {', '.join(known)}")
     return names
+
+
+STOPS_BEFORE_BUDGET = ("train.max_steps", "train.max_train_minutes", "train.early_stopping_patience")
+"""Recipe settings that can end a run before its budget: an equal-budget comparison turns them off."""
+
+
+def equal_budget_overrides(overrides: list[str]) -> list[str]:
+    """The extra overrides that make every run spend the whole ``train.budget`` set in `overrides`.
+
+    A budget does not switch off a recipe's own ``max_steps``, ``max_train_minutes`` or early stopping
+    (docs/fair-comparison.md), so one architecture could stop at 5 minutes while another spends the
+    budget. Each of those not set explicitly in `overrides` is set to null. No budget: nothing changes.
+    """
+    keys = {item.split("=", 1)[0].strip() for item in overrides}
+    if not any(key.startswith("train.budget.") for key in keys):
+        return []
+    return [f"{key}=null" for key in STOPS_BEFORE_BUDGET if key not in keys]
+
+
+def _join_forwarding_sigterm(child: Any) -> None:
+    """Wait for a run's process; a SIGTERM to this process (``timeout``, a scheduler) is passed on to it,
+    so no training is left running on its own when the comparison is stopped."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        child.join()
+        return
+
+    def forward(signum: int, frame: Any) -> None:
+        child.terminate()  # the run saves a checkpoint and stops (see nlpipe/training/loop.py)
+        child.join()
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        child.join()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def compare_recipes(
@@ -472,29 +740,53 @@ def compare_recipes(
     data_dir: str | Path | None = None,
     runs_dir: str | Path = "runs",
     extra_run_dirs: list[str | Path] | None = None,
+    seeds: int = 1,
 ) -> Report:
     """Run every recipe matching `pattern` (each in a fresh process, peak memory recorded), then compare.
 
-    Runs go to ``<runs_dir>/<recipe>`` (replaced if present). `overrides` apply to every recipe.
+    Runs go to ``<runs_dir>/<recipe>`` (replaced if present); with ``seeds > 1`` to
+    ``<runs_dir>/<recipe>-seed<S>`` for S = the recipe's ``train.seed`` + 0, 1, ... `overrides` apply
+    to every recipe; when they set a ``train.budget``, `equal_budget_overrides` switch off what would
+    stop a run before its budget. The report's leaderboard aggregates each recipe's seeds.
 
     Raises:
-        NlpipeError: no recipe matches, or a run fails (the child's error is passed on).
+        NlpipeError: no recipe matches, a bad override, fewer than one seed, or a run fails (the
+            child's error is passed on).
     """
     import multiprocessing
 
+    from .recipe import load_recipe
+
+    if seeds < 1:
+        raise NlpipeError(f"--seeds {seeds}: give a number of seeds of 1 or more")
     names = matching_recipes(pattern)
+    overrides = list(overrides or [])
+    neutralised = equal_budget_overrides(overrides)
+    overrides += neutralised
+    plans = []
+    for name in names:  # every recipe checked (overrides included) before the first run starts
+        base = load_recipe(name, overrides).train.seed
+        for offset in range(seeds):
+            seed = base + offset
+            target = Path(runs_dir) / (name if seeds == 1 else f"{name}-seed{seed}")
+            plans.append((name, [*overrides, f"train.seed={seed}"] if seeds > 1 else overrides, target))
     context = multiprocessing.get_context("spawn")
     run_dirs: list[str | Path] = list(extra_run_dirs or [])
-    for name in names:
-        target = str(Path(runs_dir) / name)
+    for name, run_overrides, target in plans:
         child = context.Process(
             target=_run_one_measured,
-            args=(name, list(overrides or []), data, str(data_dir) if data_dir else None, target),
+            args=(name, run_overrides, data, str(data_dir) if data_dir else None, str(target)),
         )
         child.start()
-        child.join()
+        _join_forwarding_sigterm(child)
         if child.exitcode != 0:
             raise NlpipeError(f"recipe {name}: the run failed (exit code {child.exitcode}); see the messages above, "
                               f"fix it or leave it out of --recipes")
         run_dirs.append(target)
-    return compare_runs(run_dirs, out_dir)
+    notes = [f"{len(names)} recipe(s) matching `{pattern}`, {seeds} seed(s) each; overrides for every run: "
+             + (", ".join(f"`{o}`" for o in overrides) or "none")]
+    if neutralised:
+        notes.append("Equal budget: every run spends the whole `train.budget`; the recipes' own stops were switched "
+                     "off (" + ", ".join(f"`{o}`" for o in neutralised) + "). The best validation checkpoint is "
+                     "scored, as always.")
+    return compare_runs(run_dirs, out_dir, notes=notes)

@@ -40,9 +40,9 @@ class DataSection:
     max_target_length: int = 128
     """Truncate seq2seq targets to this many tokens."""
     extra_datasets: list[str] = field(default_factory=list)
-    """masked-lm: more catalog data sets whose *training* split is added as unlabelled text."""
+    """masked-lm / causal-lm: more catalog data sets whose *training* split is added as unlabelled text."""
     text_files: list[str] = field(default_factory=list)
-    """masked-lm: local text files (one text per line, gzip allowed; relative paths looked up in --data-dir first)."""
+    """masked-lm / causal-lm: local text files (one text per line, gzip allowed; relative paths looked up in --data-dir first)."""
 
 
 @dataclass
@@ -115,6 +115,13 @@ class TrainSection:
     on GPUs (atomics in scatter/index backward, cuBLAS); CPU runs are reproducible without it."""
     budget: BudgetSection = field(default_factory=BudgetSection)
     """steps | tokens | minutes: the training length, with the schedule sized to end there."""
+    teacher: str | None = None
+    """token-classification: a finished tagger run (e.g. a fine-tuned BERT) to distil from: the student also
+    learns the teacher's per-word label distribution on the training text (docs/leaderboards.md)."""
+    distill_alpha: float = 0.5
+    """With train.teacher: weight of the KL term; the gold-tag loss gets 1 - alpha."""
+    distill_temperature: float = 2.0
+    """With train.teacher: softmax temperature of teacher and student in the KL term (scaled by T squared)."""
 
 
 @dataclass
@@ -596,10 +603,17 @@ def parse_recipe(raw: Any, source: str = "<memory>") -> Recipe:
         raise NlpipeError(f"{source}: key 'train.mixed_precision': choose no, bf16, fp16 or auto")
     if recipe.train.optimizer not in ("adam", "adamw", "sgd"):
         raise NlpipeError(f"{source}: key 'train.optimizer': choose adam, adamw or sgd")
-    if recipe.task != "masked-lm":
+    if recipe.task not in ("masked-lm", "causal-lm"):
         for key in ("extra_datasets", "text_files"):
             if getattr(recipe.data, key):
-                raise NlpipeError(f"{source}: key 'data.{key}': only task masked-lm reads unlabelled text; remove it")
+                raise NlpipeError(f"{source}: key 'data.{key}': only tasks masked-lm and causal-lm read unlabelled "
+                                  "text; remove it")
+    if recipe.train.teacher and recipe.task != "token-classification":
+        raise NlpipeError(f"{source}: key 'train.teacher': only token-classification recipes distil from a "
+                          "teacher; remove it")
+    if not 0 <= recipe.train.distill_alpha <= 1 or not recipe.train.distill_temperature > 0:
+        raise NlpipeError(f"{source}: key 'train.distill_alpha' must be in [0, 1] and 'train.distill_temperature' "
+                          "> 0")
     from .training.budget import check_budget
 
     check_budget(recipe.train, source)

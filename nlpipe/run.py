@@ -21,6 +21,7 @@ import os
 import platform
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -272,9 +273,15 @@ def _train_and_write(
     model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     model.eval()
     metrics: dict[str, Any] = {}
+    eval_speed: dict[str, dict[str, float]] = {}
     with torch.no_grad():
         for split in recipe.eval.splits:
+            started = time.perf_counter()
             scores = task.evaluate(model, encoded[split], dataset[split], accelerator, recipe.eval.batch_size)
+            # Inference speed for leaderboards: the task's own evaluation (generation for seq2seq) per example.
+            seconds = time.perf_counter() - started
+            eval_speed[split] = {"seconds": round(seconds, 3), "examples": len(dataset[split]),
+                                 "examples_per_s": round(len(dataset[split]) / max(seconds, 1e-9), 2)}
             metrics[split] = scores
             accelerator.print(
                 f"{split}: " + "  ".join(f"{k}={v:.2f}" for k, v in scores.items() if k in _HEADLINE)
@@ -296,6 +303,7 @@ def _train_and_write(
     if result.budget:  # train.budget: what it was and the steps it was planned as
         metrics["train"]["budget"] = result.budget
     metrics["parameters"] = n_params
+    metrics["eval_speed"] = eval_speed
     metrics["selection_metric"] = recipe.eval.metric
     source = describe_source(data, data_dir)
     # Which data the scores are on: a sample run's are not results on the named data set.

@@ -236,7 +236,7 @@ def format_run(entry: RunEntry, curve: Path | None) -> str:
     """A run's status, setup and metrics per split, as text."""
     lines = [f"run:     {entry.run_dir}  ({entry.status})",
              f"task:    {entry.task}   model: {entry.model}   data: {entry.data}"]
-    splits = {k: v for k, v in entry.metrics.items() if k != "train" and isinstance(v, dict)}
+    splits = {k: v for k, v in entry.metrics.items() if k not in ("train", "eval_speed") and isinstance(v, dict)}
     names: list[str] = [entry.metric] if entry.metric else []
     for scores in splits.values():
         names += [k for k, v in scores.items() if isinstance(v, (int, float)) and k not in names]

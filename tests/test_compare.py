@@ -76,6 +76,10 @@ def _markdown_tables(text: str) -> dict[str, list[dict[str, str]]]:
     for line in text.splitlines():
         if line.startswith("## "):
             task, header = line[3:].strip(), None
+        elif line.startswith("### ") and task is not None:
+            # The per-run table is under "### runs" (keyed by the task); others by "task/section".
+            section = line[4:].strip()
+            task, header = (task.split("/")[0] if section == "runs" else f"{task.split('/')[0]}/{section}"), None
         elif line.startswith("| ") and task is not None:
             cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
             if header is None:
@@ -120,7 +124,7 @@ def _expected(run_dir: Path) -> dict:
 
 def test_report_numbers_equal_metrics_json(fake_runs, real_run, tmp_path):
     report = compare_runs([*fake_runs, real_run], tmp_path / "report")
-    tables = _markdown_tables(report.markdown.read_text())
+    tables = {k: v for k, v in _markdown_tables(report.markdown.read_text()).items() if "/" not in k}
     assert set(tables) == {"token-classification", "translation"}
     rows = {row["run"]: row for table in tables.values() for row in table}
     assert set(rows) == {"ner-a", "ner-b", "mt-a", "mt-b", real_run.name}
@@ -145,7 +149,8 @@ def test_report_numbers_equal_metrics_json(fake_runs, real_run, tmp_path):
     # The HTML table holds the same cells as the Markdown one.
     parser = _HtmlTables()
     parser.feed(report.html.read_text())
-    html_rows = {row[0]: dict(zip(TABLE_COLUMNS, row, strict=True)) for row in parser.rows if row[0] != "run"}
+    html_rows = {row[0]: dict(zip(TABLE_COLUMNS, row, strict=True)) for row in parser.rows
+                 if len(row) == len(TABLE_COLUMNS) and row[0] != "run"}
     assert html_rows == rows
 
 
@@ -289,3 +294,113 @@ def test_length_buckets_are_labelled_as_people_write_them(tmp_path: Path, monkey
     monkeypatch.setattr(Figure, "savefig", savefig)
     compare_runs([run], tmp_path / "report")
     assert labels["x"] == ["1–10", "11–20", "21+"]
+
+
+def test_leaderboard_aggregates_seeds_as_mean_and_sample_sd(tmp_path):
+    """Three seeds of one recipe → one entry: mean and sample sd by hand; the budget curve in tokens."""
+
+    runs = []
+    for seed, f1, curve in [(42, 80.0, [(10, 50.0), (20, 70.0)]), (43, 82.0, [(10, 52.0), (20, 74.0)]),
+                            (44, 87.0, [(10, 54.0), (20, 72.0)])]:
+        folder = _fake_run(tmp_path / f"ner-x-seed{seed}", task="token-classification",
+                           model={"type": "rnn_tagger", "cell": "lstm"}, metric="f1", test={"f1": f1},
+                           params=100, wall=10.0, tps=1000.0 + seed, curve=curve, peak=500.0 + seed)
+        info = json.loads((folder / "run_info.json").read_text())
+        (folder / "run_info.json").write_text(json.dumps({**info, "recipe": "ner-x"}))
+        runs.append(folder)
+    other = _fake_run(tmp_path / "ner-y", task="token-classification", model={"type": "bert"}, metric="f1",
+                      test={"f1": 90.0}, params=7, wall=1.0, tps=5.0, curve=[(10, 60.0)])
+    report = compare_runs([*runs, other], tmp_path / "rep")
+    board = json.loads((tmp_path / "rep" / "leaderboard.json").read_text())["token-classification"]
+    assert [e["recipe"] for e in board] == ["ner-y", "ner-x"]  # best mean first
+    x = board[1]
+    # By hand: mean (80 + 82 + 87) / 3 = 83; sample sd sqrt(((-3)² + (-1)² + 4²) / 2) = sqrt(13).
+    assert x["mean"] == pytest.approx(83.0)
+    assert x["spread"] == pytest.approx(13 ** 0.5)
+    assert board[0]["spread"] is None  # one seed: no spread
+    assert x["tokens_per_s"] == pytest.approx(1043.0)  # mean of 1042, 1043, 1044
+    assert x["peak_memory_mb"] == pytest.approx(544.0)  # the largest
+    # _fake_run: 1000 tokens in 10 steps → 100 tokens per step; validation mean over seeds at each step.
+    assert [tuple(p) for p in x["curve"]] == [(1000.0, 52.0, 50.0, 54.0), (2000.0, 72.0, 70.0, 74.0)]
+    row = _markdown_tables(report.markdown.read_text())["token-classification/leaderboard"][1]
+    assert row["recipe"] == "ner-x" and row["seeds"] == "3"
+    assert row["score (mean ± sd)"] == f"83.00 ± {13 ** 0.5:.2f}"
+    assert (tmp_path / "rep" / "token-classification-quality-vs-budget.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_equal_budget_overrides_switch_off_early_stops_unless_set():
+    from nlpipe.compare import equal_budget_overrides
+
+    assert equal_budget_overrides(["train.max_steps=3"]) == []  # no budget: recipes stay as written
+    assert equal_budget_overrides(["train.budget.tokens=500", "train.max_steps=9"]) == [
+        "train.max_train_minutes=null", "train.early_stopping_patience=null"]
+
+
+def test_recipes_under_one_budget_with_seeds(tmp_path, monkeypatch):
+    """Two recipes × two seeds under one tokens budget: every run spends it; the leaderboard is their mean."""
+    import statistics
+
+    from nlpipe.compare import compare_recipes
+
+    monkeypatch.setenv("NLPIPE_CACHE", str(tmp_path / "cache"))
+    overrides = ["train.budget.tokens=300", "train.eval_every_steps=2", "data.max_train_examples=24",
+                 "data.max_eval_examples=8", "model.hidden_size=8", "model.embedding_dim=8", "train.batch_size=8"]
+    report = compare_recipes("ner-gru,ner-lstm", tmp_path / "rep", data="sample", runs_dir=tmp_path / "runs",
+                             overrides=overrides, seeds=2)
+    board = {e["recipe"]: e for e in json.loads((tmp_path / "rep" / "leaderboard.json").read_text())[
+        "token-classification"]}
+    assert set(board) == {"ner-gru", "ner-lstm"}
+    for name in board:
+        metrics = [_expected(tmp_path / "runs" / f"{name}-seed{seed}") for seed in (42, 43)]
+        for m in metrics:
+            assert m["train"]["stopped_because"] == "budget"
+            assert m["train"]["tokens"] >= 300
+            assert m["eval_speed"]["test"]["examples_per_s"] > 0
+        scores = [m["test"]["f1"] for m in metrics]
+        assert board[name]["mean"] == pytest.approx(statistics.mean(scores))
+        assert board[name]["spread"] == pytest.approx(statistics.stdev(scores))
+        assert board[name]["eval_examples_per_s"] == pytest.approx(
+            statistics.mean(m["eval_speed"]["test"]["examples_per_s"] for m in metrics))
+        run_recipe = yaml.safe_load((tmp_path / "runs" / f"{name}-seed43" / "recipe.yaml").read_text())
+        assert run_recipe["train"]["seed"] == 43
+        assert run_recipe["train"]["early_stopping_patience"] is None
+        assert run_recipe["train"]["max_train_minutes"] is None
+    assert "Equal budget" in report.markdown.read_text()
+
+
+def test_report_warns_when_warm_up_eats_the_budget(tmp_path):
+    run = _fake_run(tmp_path / "ner-t", task="token-classification", model={"type": "bert"}, metric="f1",
+                    test={"f1": 1.0}, params=1, wall=1.0, tps=1.0, curve=[])
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["train"]["budget"] = {"tokens": 1000, "planned_steps": 60}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    (run / "recipe.yaml").write_text(yaml.safe_dump({**recipe, "train": {"warmup_steps": 500}}))
+    text = compare_runs([run], tmp_path / "rep").markdown.read_text()
+    assert "warms up for 500 steps of the 60" in text
+
+
+def test_cli_seeds_must_be_positive(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "nlpipe", "compare", "--recipes", "ner-gru", "--seeds", "0",
+                             "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "--seeds" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_pretraining_cost_is_shown_apart_for_init_from_runs(tmp_path):
+    source = _fake_run(tmp_path / "pretrain-x", task="masked-lm", model={"type": "bert"}, metric="perplexity",
+                       test={"perplexity": 9.0}, params=5, wall=1234.5, tps=1.0, curve=[])
+    tuned = _fake_run(tmp_path / "ner-p", task="token-classification", model={"type": "bert", "init_from": str(source)},
+                      metric="f1", test={"f1": 50.0}, params=5, wall=10.0, tps=1.0, curve=[])
+    report = compare_runs([tuned], tmp_path / "rep")
+    (row,) = _markdown_tables(report.markdown.read_text())["token-classification/pretraining cost"]
+    assert row["pretrained from"] == str(source)
+    assert _number(row["pretraining wall time (s)"]) == pytest.approx(1234.5)
+    assert _number(row["pretraining tokens"]) == 1000  # _fake_run's train.tokens
+    board = _markdown_tables(report.markdown.read_text())["token-classification/leaderboard"]
+    assert board[0]["pretrained from"] == str(source)

@@ -6,7 +6,8 @@ The commands of one document run in order in one scratch folder through the CLI 
 
 - data: `--data-dir DIR` becomes `--data sample`, and a `run recipe` without a data option gets `--data sample`
   (a reader's data folder and the Hub are not here);
-- size: runs are capped (a few steps, a tiny model, few evaluation examples) — `tests/recipes/` and
+- size: runs are capped (a few steps, a tiny model, few evaluation examples; a `compare --recipes` leaderboard
+  gets the same caps and one seed) — `tests/recipes/` and
   `benchmarks/sample_runs.py` cover the real sample runs;
 - `[optional]` parts of a synopsis are left out; `nlpipe experiment` gets `--quick`; `nlpipe serve` (a server
   that runs until stopped) only gets its run folder made — `tests/serving/` runs the real server;
@@ -59,7 +60,7 @@ def doc_commands(path: Path) -> list[list[list[str]]]:
     """
     lines = []
     for block in SHELL_BLOCK.findall(path.read_text(encoding="utf-8")):
-        for line in block.splitlines():
+        for line in block.replace("\\\n", " ").splitlines():  # a line continued with a backslash is one line
             line = line.strip().removeprefix("$ ")
             if line.startswith("nlpipe "):
                 lines.append(line)
@@ -169,6 +170,16 @@ class Reader:
             return argv
         if _option(argv, "--data-dir") is not None:
             argv = _drop_option(argv, "--data-dir") + ["--data", "sample"]
+        if argv[:1] == ["compare"] and _option(argv, "--recipes") is not None:
+            # A leaderboard: every matching recipe, capped like a single run, one seed.
+            recipes = _option(argv, "--recipes")
+            caps = _caps(recipes.split(",")[0]) if "*" not in recipes else list(CAPS)
+            argv = _drop_option(argv, "--seeds") + ["--seeds", "1", "--no-progress"]
+            for cap in caps:
+                argv += ["--set", cap]
+            if _option(argv, "--data") is None:
+                argv += ["--data", "sample"]
+            return argv
         if argv[:2] == ["run", "recipe"]:
             name = argv[2]
             if _option(argv, "--data") is None:

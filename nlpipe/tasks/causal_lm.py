@@ -24,6 +24,7 @@ The summed NLLs and token counts go to the offline ``perplexity`` evaluate modul
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -217,6 +218,17 @@ def sliding_window_nll(
     return nlls, counts
 
 
+def count_words(lines: list[str]) -> int:
+    """Predicted words of a split stream: whitespace-separated words plus one ``<eos>`` per line, less
+    the first (context only, as the first token is).
+
+    This is the count word-level perplexity on PTB and WikiText-2 is defined over (Mikolov's
+    convention: the end of each line is a word), so a word-level tokenizer scores exactly this many
+    tokens and its word perplexity equals its token perplexity.
+    """
+    return max(0, sum(len(line.split()) + 1 for line in lines) - 1)
+
+
 class CausalLmTask(Task):
     """Word-level language modelling on a stream; see the module docstring."""
 
@@ -232,6 +244,37 @@ class CausalLmTask(Task):
         """The recurrent state carried between training windows (None at the start of an epoch)."""
 
     # -- data -----------------------------------------------------------------------------------
+    def corpus(self, dataset: datasets.DatasetDict, *, data: str | None = None,
+               data_dir: str | Path | None = None) -> datasets.DatasetDict:
+        """Pretraining text: the training stream extended with ``data.extra_datasets``' *training* splits
+        (labels dropped) and the lines of ``data.text_files``; validation and test stay ``data.dataset``'s.
+
+        Another corpus's validation or test text is never read, so a model pretrained here and
+        fine-tuned on that corpus has not seen its evaluation text.
+        """
+        from ..data.catalog import load_data
+        from ..data.readers import read_lines
+        from .masked_lm import _text_file, texts_of
+
+        d = self.recipe.data
+        if not d.extra_datasets and not d.text_files:
+            return dataset
+        lines = list(dataset["train"]["text"])
+        for name in d.extra_datasets:
+            extra = load_data(name, source=data, data_dir=data_dir, seed=self.recipe.train.seed,
+                              max_train_examples=d.max_train_examples)["train"]
+            # Language-model corpora keep their lines as they are (the stream convention); others lose labels.
+            lines += list(extra["text"]) if extra.column_names == ["text"] else texts_of(extra)
+        for name in d.text_files:
+            path = _text_file(name, data_dir)
+            if not path.is_file():
+                raise NlpipeError(f"{self.recipe.source}: key 'data.text_files': {name} not found (looked in "
+                                  f"{data_dir or '.'} and the current folder); give an existing text file")
+            lines += [r["text"] for r in read_lines(path)]
+        out = dict(dataset)
+        out["train"] = datasets.Dataset.from_dict({"text": lines})
+        return datasets.DatasetDict(out)
+
     def tokenizer_texts(self, train: datasets.Dataset) -> list[str]:
         return list(train["text"])
 
@@ -363,9 +406,16 @@ class CausalLmTask(Task):
     def evaluate(
         self, model: Any, encoded: datasets.Dataset, raw: datasets.Dataset, accelerator: Any, batch_size: int
     ) -> dict[str, float]:
-        """``{"perplexity", "nll_per_token"}`` over the whole split (evaluated in the main process)."""
+        """``{"perplexity", "nll_per_token", "word_perplexity", "nll_per_word"}`` over the whole split.
+
+        Word perplexity divides the same total NLL by the split's words (`count_words`), so a subword
+        model's figure compares with word-level models' (for which it equals the token perplexity).
+        """
         nlls, counts = self.split_nll(model, encoded, batch_size)
-        scores = compute_metric("perplexity", predictions=nlls, references=counts)
+        words = {}
+        if raw is not None and "text" in raw.column_names:
+            words["num_words"] = count_words(list(raw["text"]))
+        scores = compute_metric("perplexity", predictions=nlls, references=counts, **words)
         return {k: float(v) for k, v in scores.items()}
 
     # -- prediction -----------------------------------------------------------------------------

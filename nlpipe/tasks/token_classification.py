@@ -145,6 +145,11 @@ class TokenClassificationTask(Task):
         label2id = {label: i for i, label in enumerate(self.labels)}
         max_length = self.recipe.data.max_length
         char_to_id = self.char_to_id()
+        teacher = None
+        if split == "train" and self.recipe.train.teacher:
+            from ..distill import load_teacher, teacher_word_distributions
+
+            teacher = load_teacher(self.recipe.train.teacher, self.labels, self.recipe.source)
 
         def encode_batch(batch: dict[str, list]) -> dict[str, list]:
             enc = tokenizer(
@@ -181,6 +186,15 @@ class TokenClassificationTask(Task):
             }
             if self.uses_chars:
                 features["char_ids"] = all_chars
+            if teacher is not None:  # train.teacher: the teacher's distribution at each word's first piece
+                dists = teacher_word_distributions(*teacher, batch["tokens"], self.recipe.train.distill_temperature,
+                                                   max_length)
+                zeros = [0.0] * len(self.labels)
+                features["soft_labels"] = [
+                    [zeros if word is None or word == prev or dist[word] is None else dist[word]
+                     for word, prev in zip(enc.word_ids(row), [None, *enc.word_ids(row)[:-1]], strict=True)]
+                    for row, dist in enumerate(dists)
+                ]
             return features
 
         return dataset.map(encode_batch, batched=True, remove_columns=dataset.column_names, desc=f"encode {split}")
@@ -199,7 +213,23 @@ class TokenClassificationTask(Task):
         batch = {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
         if "char_ids" in features[0]:
             batch["char_ids"] = pad_char_ids([f["char_ids"] for f in features], longest)
+        if "soft_labels" in features[0]:
+            soft = torch.zeros((len(features), longest, len(self.labels)))
+            for row, f in enumerate(features):
+                soft[row, : len(f["soft_labels"])] = torch.tensor(f["soft_labels"])
+            batch["soft_labels"] = soft
         return batch
+
+    def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The gold-tag loss; with ``train.teacher`` mixed with the KL to the teacher (nlpipe/distill.py)."""
+        if "soft_labels" not in batch:
+            return model(**batch).loss
+        from ..distill import distillation_loss
+
+        soft = batch["soft_labels"]
+        out = model(**{k: v for k, v in batch.items() if k != "soft_labels"})
+        t = self.recipe.train
+        return distillation_loss(out.loss, out.logits, soft, t.distill_alpha, t.distill_temperature)
 
     @staticmethod
     def decode(model: Any, logits: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

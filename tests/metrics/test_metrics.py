@@ -186,6 +186,14 @@ def test_perplexity_matches_cross_entropy_over_chunks():
     assert out["perplexity"] == pytest.approx(math.exp(float(full)), rel=1e-5)
 
 
+def test_word_perplexity_divides_the_same_nll_by_words(metrics):
+    # 3.5 nats over 3 subword tokens that spell 2 words: per word 3.5 / 2.
+    out = metrics["perplexity"].compute(predictions=[3.0, 0.5], references=[2, 1], num_words=2)
+    assert out["nll_per_word"] == pytest.approx(1.75)
+    assert out["word_perplexity"] == pytest.approx(math.exp(1.75))
+    assert out["perplexity"] == pytest.approx(math.exp(3.5 / 3))  # the token figure is unchanged
+
+
 def test_perplexity_rejects_zero_tokens():
     with pytest.raises(NlpipeError, match="sum to 0"):
         compute_metric("perplexity", [0.0], [0])

@@ -222,3 +222,94 @@ def test_stream_concatenates_lines_in_order_also_after_select() -> None:
     picked = encoded.select([4, 0, 3])  # an indices mapping over the same Arrow table
     assert CausalLmTask.stream(picked).tolist() == [11, 12, 13, 14, 5, 6, 7, 9, 10]
     assert CausalLmTask.stream(picked).dtype == torch.long
+
+
+# ------------------------------------------------------------------------------ word perplexity
+
+
+def test_count_words_is_words_plus_one_eos_per_line_less_the_first() -> None:
+    from nlpipe.tasks.causal_lm import count_words
+
+    # 3 + 1 (eos), 0 + 1 (an empty line is one <eos>), 1 + 1: 7 words, the first is context only.
+    assert count_words([" the cat sat", "", "dog"]) == 6
+
+
+def test_word_perplexity_of_a_subword_stream_by_hand() -> None:
+    """Tokens that split words: the same total NLL divided by the words, not by the tokens."""
+    model = tiny_gpt()
+    raw = datasets.Dataset.from_dict({"text": ["unbelievable cats", "ok"]})  # words: 2 + 1 + 1 + 1 = 5, less 1
+    lines = [[3, 4, 5, 6, 7, 2], [8, 2]]  # "un be liev able" "cats" <eos> "ok" <eos>: 8 tokens
+    encoded = datasets.Dataset.from_dict({"input_ids": lines, "length": [len(x) for x in lines]})
+    stream = torch.tensor([t for line in lines for t in line])
+    scores = make_task("gpt2", perplexity_window=32).evaluate(model, encoded, raw, None, batch_size=16)
+    total = brute_force_nll(model, stream)
+    assert scores["perplexity"] == pytest.approx(math.exp(total / 7), rel=1e-5)
+    assert scores["nll_per_word"] == pytest.approx(total / 4, rel=1e-5)
+    assert scores["word_perplexity"] == pytest.approx(math.exp(total / 4), rel=1e-5)
+
+
+def test_word_perplexity_equals_token_perplexity_for_word_level_tokens() -> None:
+    model = tiny_rnn("gru")
+    raw = datasets.Dataset.from_dict({"text": [" a b c", " d e", "", " f g h i"]})
+    lines = [[3, 4, 5, 2], [6, 7, 2], [2], [8, 9, 10, 11, 2]]  # one token per word, <eos> = 2
+    encoded = datasets.Dataset.from_dict({"input_ids": lines, "length": [len(x) for x in lines]})
+    scores = make_task().evaluate(model, encoded, raw, None, batch_size=4)
+    assert scores["word_perplexity"] == pytest.approx(scores["perplexity"], rel=1e-9)
+
+
+# ------------------------------------------------------------------------------ pretraining text
+
+
+def test_pretraining_corpus_adds_only_training_splits_of_extra_corpora() -> None:
+    """pretrain-gpt: its own splits, plus the *training* lines of data.extra_datasets (PTB), nothing else."""
+    from nlpipe.data.catalog import load_data
+    from nlpipe.recipe import load_recipe
+
+    recipe = load_recipe("pretrain-gpt")
+    assert recipe.data.extra_datasets == ["ptb"]
+    own = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": [" wiki a", "", " wiki b"]}),
+                                "validation": datasets.Dataset.from_dict({"text": [" wiki dev"]}),
+                                "test": datasets.Dataset.from_dict({"text": [" wiki test"]})})
+    corpus = CausalLmTask(recipe).corpus(own, data="sample")
+    ptb = load_data("ptb", source="sample", seed=recipe.train.seed)
+    # The stream convention holds: lines (empty ones too) in order, the extra corpus after the own one.
+    assert list(corpus["train"]["text"]) == [" wiki a", "", " wiki b", *ptb["train"]["text"]]
+    assert list(corpus["validation"]["text"]) == [" wiki dev"] and list(corpus["test"]["text"]) == [" wiki test"]
+
+
+def test_pretrain_gpt_then_generation_from_it_from_the_cli(tmp_path) -> None:
+    """pretrain-gpt → generation-gpt-pretrained: the decoder body is the pretrained one, the tokenizer is
+    shared, and the fine-tuned run reports word perplexity beside token perplexity."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    env = {**os.environ, "NLPIPE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    common = ["--data", "sample", "--no-progress", "data.max_train_examples=200", "data.max_eval_examples=20",
+              "train.batch_size=4", "train.bptt_length=16"]
+    tiny = ["model.n_embd=16", "model.n_layer=1", "model.n_head=2", "tokenizer.vocab_size=300"]
+    pretrain = subprocess.run(
+        [sys.executable, "-m", "nlpipe", "run", "recipe", "pretrain-gpt", *common, *tiny, "train.budget.tokens=400",
+         "train.warmup_steps=1", "--output-dir", "runs/pretrain-gpt"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert pretrain.returncode == 0, pretrain.stderr[-3000:]
+    assert json.loads((tmp_path / "runs/pretrain-gpt/metrics.json").read_text())["train"]["stopped_because"] == "budget"
+    fine = subprocess.run(  # the recipe's own init_from (runs/pretrain-gpt), from the working folder
+        [sys.executable, "-m", "nlpipe", "run", "recipe", "generation-gpt-pretrained", *common, "train.max_epochs=0",
+         "--output-dir", "runs/gen"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert fine.returncode == 0, fine.stderr[-3000:]
+    source = load_file(str(tmp_path / "runs/pretrain-gpt/model.safetensors"))
+    tuned = load_file(str(tmp_path / "runs/gen/model.safetensors"))
+    body = [k for k in source if k.startswith("transformer.")]
+    assert len(body) > 5
+    for key in body:
+        assert torch.equal(source[key], tuned[key]), key
+    assert (tmp_path / "runs/gen/tokenizer.json").read_text() == (tmp_path / "runs/pretrain-gpt/tokenizer.json").read_text()
+    test = json.loads((tmp_path / "runs/gen/metrics.json").read_text())["test"]
+    # Byte-level BPE spends several tokens per PTB word: per word the same NLL is a larger number.
+    assert test["nll_per_word"] > test["nll_per_token"] > 0
+    assert test["word_perplexity"] == pytest.approx(math.exp(test["nll_per_word"]), rel=1e-9)

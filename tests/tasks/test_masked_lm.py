@@ -58,7 +58,7 @@ def test_text_files_are_read_and_missing_ones_named(tmp_path: Path) -> None:
     with pytest.raises(NlpipeError, match="key 'data.text_files': missing.txt not found"):
         get_task(load_recipe("pretrain-bert", ["data.text_files=[missing.txt]", "data.extra_datasets=[]"])).corpus(
             data, data_dir=tmp_path)
-    with pytest.raises(NlpipeError, match="key 'data.text_files': only task masked-lm reads unlabelled text"):
+    with pytest.raises(NlpipeError, match="key .data.text_files.: only tasks masked-lm and causal-lm read unlabelled text"):
         load_recipe("ner-bert", ["data.text_files=[more.txt]"])
 
 

@@ -36,6 +36,10 @@ Returns:
     `dict[str, float]` (not on a 0-100 scale: perplexity is not a percentage):
     - `perplexity`: exp(sum(predictions) / sum(references)).
     - `nll_per_token`: sum(predictions) / sum(references), in nats.
+    With `num_words` (`int`, optional: the words the predicted tokens spell, e.g. whitespace words plus
+    one end-of-line per line), also:
+    - `word_perplexity`: exp(sum(predictions) / num_words), comparable across tokenizers.
+    - `nll_per_word`: sum(predictions) / num_words, in nats.
 
 Example:
     >>> metric = evaluate.load("nlpipe/metrics/nlpipe_perplexity")
@@ -62,7 +66,7 @@ class NlpipePerplexity(evaluate.Metric):
             ),
         )
 
-    def _compute(self, predictions: list[float], references: list[int]) -> dict[str, float]:
+    def _compute(self, predictions: list[float], references: list[int], num_words: int | None = None) -> dict[str, float]:
         if any(count < 0 for count in references):
             raise ValueError("perplexity: token counts (references) must be >= 0")
         if any(not nll >= 0 for nll in predictions):  # also catches NaN
@@ -76,4 +80,12 @@ class NlpipePerplexity(evaluate.Metric):
         nll_per_token = math.fsum(predictions) / total_tokens
         # exp overflows past ~709 nats/token; an infinite perplexity is the honest answer there.
         perplexity = math.exp(nll_per_token) if nll_per_token < 709.0 else math.inf
-        return {"perplexity": perplexity, "nll_per_token": nll_per_token}
+        scores = {"perplexity": perplexity, "nll_per_token": nll_per_token}
+        if num_words is not None:
+            if num_words <= 0:
+                raise ValueError(f"perplexity: num_words must be > 0, got {num_words}")
+            # The same total NLL per word: subword models compare with word-level ones.
+            nll_per_word = math.fsum(predictions) / num_words
+            scores["word_perplexity"] = math.exp(nll_per_word) if nll_per_word < 709.0 else math.inf
+            scores["nll_per_word"] = nll_per_word
+        return scores
