@@ -90,17 +90,15 @@ def is_run_folder(path: Path) -> bool:
 
 
 def latest_checkpoint_state(run_dir: Path) -> dict[str, Any] | None:
-    """``trainer_state.json`` of the run's newest complete checkpoint, or None.
+    """``trainer_state.json`` of the checkpoint ``--resume`` would continue from, or None.
 
-    The same rule as `nlpipe.training.checkpointing.latest_checkpoint` (tests check they agree),
-    read here without importing torch.
+    The same rule as the training loop's (`nlpipe.training.checkpoint_files.find_resumable`: the newest
+    intact checkpoint), read without importing torch.
     """
-    root = run_dir / "checkpoints"
-    pointer = root / "latest"
-    if not pointer.is_file():
-        return None
-    state = root / pointer.read_text(encoding="utf-8").strip() / "trainer_state.json"
-    return _read_json(state) if state.is_file() else None
+    from .training.checkpoint_files import find_resumable
+
+    found, _ = find_resumable(run_dir / "checkpoints")
+    return _read_json(found / "trainer_state.json") if found is not None else None
 
 
 def _data_label(info: dict[str, Any], metrics: dict[str, Any]) -> str:

@@ -9,10 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from safetensors.torch import save_file
 
 from nlpipe.errors import NlpipeError
 from nlpipe.run_listing import format_listing, latest_checkpoint_state, list_runs, read_run
+from nlpipe.training.checkpoint_files import REQUIRED_FILES
 from nlpipe.training.checkpointing import latest_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,6 +44,12 @@ def _resumable(run: Path, step: int = 16) -> Path:
     ckpt.mkdir(parents=True)
     (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step, "train_seconds": 30.0,
                                                           "best_metric": 42.0}))
+    for name in REQUIRED_FILES:  # the other files of a complete checkpoint (contents are not read here)
+        if not (ckpt / name).exists():
+            (ckpt / name).write_bytes(b"")
+    save_file({"w": torch.zeros(2)}, str(ckpt / "model.safetensors"))
+    for name in ("optimizer.pt", "scheduler.pt", "rng.pt"):
+        torch.save({}, ckpt / name)
     (run / "checkpoints" / "latest").write_text(ckpt.name)
     return run
 
@@ -79,7 +88,9 @@ def test_resumable_means_what_resume_accepts(tmp_path: Path) -> None:
     for run in (good, incomplete, dangling):
         assert (latest_checkpoint_state(run) is not None) == (latest_checkpoint(run / "checkpoints") is not None)
     assert read_run(good).status == "resumable"
-    assert read_run(incomplete).status == read_run(dangling).status == "interrupted"
+    assert read_run(incomplete).status == "interrupted"
+    # A pointer naming a missing checkpoint: --resume falls back to the newest intact one, so it is resumable.
+    assert read_run(dangling).status == "resumable"
 
 
 def test_read_run_errors_are_one_line(tmp_path: Path) -> None:

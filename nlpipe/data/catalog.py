@@ -15,12 +15,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import datasets
+from typing import TYPE_CHECKING, Any
 
 from ..errors import NlpipeError, shorten
 from . import readers, samples
+
+if TYPE_CHECKING:  # imported where data is loaded: recipe checks (`get_source`) serve the light CLI
+    import datasets
 
 SPLITS = ("train", "validation", "test")
 
@@ -140,6 +141,8 @@ def _read_local(source: DatasetSource, data_dir: Path) -> dict[str, list[dict]]:
 def _read_hub(source: DatasetSource, cache: Path) -> dict[str, list[dict]]:
     """Load from the Hub (network) and normalise columns to ours."""
     try:
+        import datasets
+
         loaded = datasets.load_dataset(
             source.hub_id, source.hub_config, revision=source.hub_revision, cache_dir=str(cache)
         )
@@ -164,6 +167,8 @@ def _read_hub(source: DatasetSource, cache: Path) -> dict[str, list[dict]]:
 
 
 def _to_datasets(records: dict[str, list[dict]], name: str) -> datasets.DatasetDict:
+    import datasets
+
     result = {}
     for split in SPLITS:
         rows = records.get(split)

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..errors import NlpipeError
+
+if TYPE_CHECKING:  # torch is imported where a plan is used: `check_budget` serves the light CLI
+    import torch
 
 BUDGET_KINDS = ("steps", "tokens", "minutes")
 MEASURE_STEPS = 10
@@ -82,6 +83,7 @@ class BudgetPlan:
         Raises:
             NlpipeError: the schedule is not a multiplicative one (``reduce_lr_on_plateau``).
         """
+        import torch
         from transformers import get_scheduler
 
         def multiplier_for(length: int) -> Any:
@@ -240,6 +242,7 @@ def tokens_per_batch(task: Any, loader: Any, max_batches: int = MAX_COUNTED_BATC
     The global random state is left untouched (building a DataLoader iterator draws from it), so
     a run with a budget sees the same dropout masks as one without.
     """
+    import torch
     from torch.utils.data import DataLoader
 
     from .checkpointing import rng_state, set_rng_state
@@ -292,6 +295,7 @@ def resolve_budget(recipe: Any, task: Any, loader: Any, num_processes: int = 1) 
 
 def synchronized_clock(accelerator: Any, *seconds: float) -> tuple[float, ...]:
     """The largest of each elapsed time over all processes, so every process makes the same plan."""
+    import torch
     if accelerator.num_processes == 1:
         return seconds
     values = torch.tensor([list(seconds)], device=accelerator.device, dtype=torch.float64)  # (1, n)

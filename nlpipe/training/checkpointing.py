@@ -19,7 +19,6 @@ import json
 import os
 import random
 import shutil
-import struct
 import tempfile
 import zipfile
 from pathlib import Path
@@ -30,11 +29,17 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from ..errors import NlpipeError
+from .checkpoint_files import (  # noqa: F401  (re-exported: the loop and run.py import them from here)
+    REQUIRED_FILES,
+    _pointer,
+    checkpoint_problem,
+    find_resumable,
+    latest_checkpoint,
+)
 
 #: How many complete checkpoints are kept: the newest, and one to fall back to if it is damaged.
 KEEP_CHECKPOINTS = 2
 #: Files every checkpoint must hold (more are optional: rng_per_process.pt, task_state.safetensors).
-REQUIRED_FILES = ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng.pt", "trainer_state.json")
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -149,103 +154,6 @@ def save_checkpoint(
     for stale in root.glob(".step-*"):
         shutil.rmtree(stale, ignore_errors=True)
     return final
-
-
-def _pointer(root: Path) -> str | None:
-    try:
-        return (root / "latest").read_text(encoding="utf-8").strip() or None
-    except (OSError, UnicodeDecodeError):
-        return None
-
-
-def _safetensors_problem(file: Path) -> str | None:
-    """Why a safetensors file cannot be complete (header unreadable, data shorter than it says)."""
-    size = file.stat().st_size
-    with open(file, "rb") as handle:
-        head = handle.read(8)
-        if len(head) < 8:
-            return f"{file.name} is truncated ({size} bytes)"
-        (header_len,) = struct.unpack("<Q", head)
-        if header_len > size - 8:
-            return f"{file.name} is truncated (header of {header_len} bytes, file of {size})"
-        try:
-            header = json.loads(handle.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return f"{file.name} has a damaged header"
-    try:
-        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
-    except (TypeError, KeyError, ValueError, IndexError):
-        return f"{file.name} has a damaged header"
-    if 8 + header_len + end != size:
-        return f"{file.name} is truncated ({size} bytes, {8 + header_len + end} expected)"
-    return None
-
-
-def checkpoint_problem(path: Path) -> str | None:
-    """Why the checkpoint folder `path` cannot be resumed from, or None when it looks intact.
-
-    Cheap: reads headers, the manifest of sizes and the zip directories, not the tensors."""
-    if not path.is_dir():
-        return "no such folder"
-    for name in REQUIRED_FILES:
-        if not (path / name).is_file():
-            return f"{name} is missing"
-    try:
-        state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return f"trainer_state.json is not valid JSON ({exc.__class__.__name__})"
-    if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
-        return "trainer_state.json lacks the training position (global_step)"
-    manifest = path / "manifest.json"
-    if manifest.is_file():  # checkpoints written before manifests existed have none
-        try:
-            sizes = json.loads(manifest.read_text(encoding="utf-8"))["files"]
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-            return "manifest.json is damaged"
-        for name, size in sizes.items():
-            file = path / name
-            if not file.is_file():
-                return f"{name} is missing"
-            actual = file.stat().st_size
-            if actual < size:
-                return f"{name} is truncated ({actual} of {size} bytes)"
-            if actual != size:
-                return f"{name} has {actual} bytes, {size} were written"
-    for file in sorted(path.glob("*.safetensors")):
-        problem = _safetensors_problem(file)
-        if problem:
-            return problem
-    for file in sorted(path.glob("*.pt")):
-        try:
-            with zipfile.ZipFile(file) as archive:
-                archive.namelist()
-        except (zipfile.BadZipFile, OSError):
-            return f"{file.name} is truncated or damaged"
-    return None
-
-
-def find_resumable(root: Path) -> tuple[Path | None, list[str]]:
-    """The newest intact checkpoint under `root` (the ``latest`` pointer's first, then older ones),
-    and one line per damaged checkpoint or pointer skipped on the way."""
-    notes: list[str] = []
-    pointer = _pointer(root)
-    candidates = sorted((p for p in root.glob("step-*") if p.is_dir()), reverse=True)
-    if (root / "latest").exists() and (pointer is None or not (root / pointer).is_dir()):
-        what = "is empty or unreadable" if pointer is None else f"names '{pointer[:80]}', which does not exist"
-        notes.append(f"{root / 'latest'} {what}")
-    elif pointer is not None:
-        candidates.sort(key=lambda p: p.name != pointer)  # the pointer's target first, then newest first
-    for path in candidates:
-        problem = checkpoint_problem(path)
-        if problem is None:
-            return path, notes
-        notes.append(f"{path}: {problem}")
-    return None, notes
-
-
-def latest_checkpoint(root: Path) -> Path | None:
-    """The newest intact checkpoint under `root`, or None (see `find_resumable` for the reasons)."""
-    return find_resumable(root)[0]
 
 
 def load_rng_state(path: Path, process_index: int = 0, num_processes: int = 1) -> dict[str, Any]:

@@ -60,7 +60,7 @@ def test_hub_source_is_normalised(monkeypatch: pytest.MonkeyPatch) -> None:
         split = datasets.Dataset.from_dict({"tokens": [["EU", "rejects"]], "ner_tags": [[3, 0]], "pos_tags": [[1, 2]]})
         return datasets.DatasetDict({"train": split, "validation": split, "test": split})
 
-    monkeypatch.setattr(catalog.datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr("datasets.load_dataset", fake_load_dataset)
     monkeypatch.delenv("NLPIPE_DATA_DIR", raising=False)
     data = load_data("conll2003")
     assert calls["path"] == "eriktks/conll2003" and calls["revision"] == "refs/convert/parquet"
@@ -71,7 +71,7 @@ def test_hub_failure_says_how_to_work_offline(monkeypatch: pytest.MonkeyPatch) -
     def offline(*args, **kwargs):
         raise ConnectionError("no network")
 
-    monkeypatch.setattr(catalog.datasets, "load_dataset", offline)
+    monkeypatch.setattr("datasets.load_dataset", offline)
     monkeypatch.delenv("NLPIPE_DATA_DIR", raising=False)
     with pytest.raises(NlpipeError, match="--data-dir DIR.*--data sample"):
         load_data("multi30k")
