@@ -460,6 +460,16 @@ def main() -> None:
     CLI does: usage errors print usage + one ``Error:`` line with exit code 2, Ctrl-C exits 130, a
     closed pipe (``| head``) exits quietly. Only nlpipe's own errors are left to this function.
     """
+    import signal
+
+    # SIGTERM (kill, job schedulers) outside the training loop, which checkpoints on it itself: stop with one
+    # line and exit 143, unwinding normally so that a run folder this command prepared is cleaned up or stays
+    # resumable (nlpipe/run_folder.py) instead of the process dying mid-write.
+    def stop_on_sigterm(signum: int, frame: object) -> None:
+        typer.echo("interrupted (SIGTERM)", err=True)
+        raise SystemExit(143)
+
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         app(prog_name="nlpipe")  # the same name under `python -m nlpipe` and the cli.py shim
     except NlpipeError as exc:
