@@ -7,7 +7,6 @@ from pathlib import Path
 import datasets
 import pytest
 
-from nlpipe.data import catalog
 from nlpipe.data.catalog import CATALOG, load_data
 from nlpipe.errors import NlpipeError
 
