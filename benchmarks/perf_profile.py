@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--top", type=int, default=35)
+    parser.add_argument("--dump", default=None, help="also write the raw profile here (for pstats/snakeviz)")
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     args = parser.parse_args(argv)
     if args.threads:
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     out = run_nlpipe(recipe, data, task, tokenizer, encoded)
     profiler.disable()
     print(out)
+    if args.dump:
+        profiler.dump_stats(args.dump)
     stats = pstats.Stats(profiler).strip_dirs()
     stats.sort_stats("cumulative").print_stats(args.top)
     stats.sort_stats("tottime").print_stats(args.top)

@@ -17,6 +17,18 @@ from ..model_registry import build_model
 from ..recipe import Recipe
 
 
+def pad_rows(rows: list[list[int]], longest: int, value: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad lists of ids into a (B, longest) long tensor filled with `value`, plus the 0/1 mask of real ids.
+
+    One tensor built from the flattened rows and one masked copy (collation runs on every training step).
+    """
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+    mask = torch.arange(longest) < lengths[:, None]
+    out = torch.full((len(rows), longest), value, dtype=torch.long)
+    out[mask] = torch.tensor([i for r in rows for i in r], dtype=torch.long)
+    return out, mask.long()
+
+
 class Task:
     """Base class: override the hooks a task needs."""
 

@@ -34,7 +34,7 @@ from torch.nn import functional as F
 from ..errors import NlpipeError, shorten
 from ..metrics import compute_metric
 from ..recipe import Recipe
-from .base import Task
+from .base import Task, pad_rows
 
 RECURRENT_MODEL_TYPES = ("rnn_lm",)
 GENERATION_ONLY_KEYS = ("perplexity_window", "perplexity_stride", "eval_chunk_length")
@@ -317,14 +317,8 @@ class CausalLmTask(Task):
     def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Pad lines into a batch (used for line-wise batches; stream training uses `StreamWindows`)."""
         longest = max(len(f["input_ids"]) for f in features)
-        ids = torch.full((len(features), longest), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(features), longest), -100, dtype=torch.long)
-        mask = torch.zeros((len(features), longest), dtype=torch.long)
-        for row, f in enumerate(features):
-            n = len(f["input_ids"])
-            ids[row, :n] = torch.tensor(f["input_ids"])
-            labels[row, :n] = ids[row, :n]
-            mask[row, :n] = 1
+        ids, mask = pad_rows([f["input_ids"] for f in features], longest, self.pad_token_id)
+        labels = ids.masked_fill(mask == 0, -100)
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
     # -- model ----------------------------------------------------------------------------------

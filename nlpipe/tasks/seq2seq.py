@@ -36,7 +36,7 @@ import torch
 from ..errors import NlpipeError, shorten
 from ..metrics import compute_metric
 from ..model_registry import build_model
-from .base import Task, eval_batches
+from .base import Task, eval_batches, pad_rows
 
 GENERATE_KEYS: dict[str, type | tuple[type, ...]] = {
     "num_beams": int,
@@ -172,16 +172,10 @@ class Seq2SeqTask(Task):
         return encoded
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        batch = len(features)
         source_len = max(len(f["input_ids"]) for f in features)
         target_len = max(len(f["labels"]) for f in features)
-        input_ids = torch.full((batch, source_len), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((batch, source_len), dtype=torch.long)
-        labels = torch.full((batch, target_len), -100, dtype=torch.long)
-        for row, f in enumerate(features):
-            input_ids[row, : len(f["input_ids"])] = torch.tensor(f["input_ids"])
-            mask[row, : len(f["input_ids"])] = 1
-            labels[row, : len(f["labels"])] = torch.tensor(f["labels"])
+        input_ids, mask = pad_rows([f["input_ids"] for f in features], source_len, self.pad_token_id)
+        labels, _ = pad_rows([f["labels"] for f in features], target_len, -100)
         return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
     def count_tokens(self, batch: dict[str, torch.Tensor]) -> int:

@@ -570,3 +570,44 @@ def test_stateful_model_refuses_assisted_decoding_and_prompt_lookup(kwargs) -> N
     input_ids, attention_mask = source_batch()
     with pytest.raises(ValueError, match="stateful"):
         model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=3, **kwargs)
+
+
+def _reference_input_feeding(decoder, decoder_input_ids, encoder_hidden, mask, state):
+    """The input-feeding decoder written out step by step from the modules (slices, the RNN module on one
+    token): what `RnnSeq2SeqDecoder.forward` computes with its faster step."""
+    embeds = decoder.dropout(decoder.embed_tokens(decoder_input_ids))
+    rnn_state = (state.hidden, state.cell) if decoder.is_lstm else state.hidden
+    memory = decoder.attention.project_memory(encoder_hidden)
+    feed, outs = state.feed, []
+    for t in range(embeds.size(1)):
+        out, rnn_state = decoder.rnn(torch.cat([embeds[:, t], feed], dim=-1).unsqueeze(1), rnn_state)
+        context, _ = decoder.attention(out, memory, mask)
+        attentional = torch.tanh(decoder.combine(torch.cat([out, context], dim=-1)))
+        feed = attentional.squeeze(1)
+        outs.append(attentional)
+    return torch.cat(outs, dim=1)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_fused_input_feeding_loop_equals_the_step_by_step_reference(cell: str) -> None:
+    """Training speed-ups of the decoder loop (cell functions, unbound steps) change nothing: the attentional
+    vectors and every parameter's gradient equal the plain step-by-step computation."""
+    model = make_model(decoder_cell=cell, encoder_cell="lstm", attention="general", input_feeding=True,
+                       tie_embeddings=True).train()
+    ids, mask = source_batch()
+    targets = torch.tensor([[START, 4, 9, 3, 12, 6, 2], [START, 7, 5, 2, 0, 0, 0]])
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def run(fn):
+        encoder_hidden = model.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        state = model.decoder.initial_state(encoder_hidden, mask.bool())
+        attentional = fn(targets, encoder_hidden, mask.bool(), state)
+        return attentional, torch.autograd.grad(attentional.pow(2).sum(), params, allow_unused=True)
+
+    ours, our_grads = run(lambda *args: model.decoder(*args).attentional)
+    reference, ref_grads = run(lambda *args: _reference_input_feeding(model.decoder, *args))
+    torch.testing.assert_close(ours, reference, atol=1e-6, rtol=1e-5)
+    for a, b in zip(our_grads, ref_grads, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

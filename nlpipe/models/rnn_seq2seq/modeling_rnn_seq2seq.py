@@ -344,8 +344,10 @@ class RnnSeq2SeqDecoder(nn.Module):
             # Each step's RNN input needs the previous step's attentional vector: run step by step.
             feed = state.feed
             steps_out, contexts, weights, attentionals = [], [], [], []
-            for t in range(embeds.size(1)):
-                step_in = torch.cat([embeds[:, t], feed], dim=-1)  # (B, E + D)
+            # unbind, not embeds[:, t]: the backward of T slices allocates and adds T full (B, T, E) zero
+            # tensors (quadratic in T); unbind's backward stacks the T step gradients once. Same values.
+            for embed_t in embeds.unbind(1):
+                step_in = torch.cat([embed_t, feed], dim=-1)  # (B, E + D)
                 out, rnn_state = self._one_step(step_in, rnn_state)  # (B, 1, H)
                 context, weight = self.attention(out, memory, mask)  # (B, 1, H), (B, heads, 1, S)
                 attentional = torch.tanh(self.combine(torch.cat([out, context], dim=-1)))  # (B, 1, D)
