@@ -66,7 +66,8 @@ class TrainSection:
     """How to train: one Accelerate loop for every task."""
 
     max_epochs: int = 10
-    """Passes over the training data (training may stop earlier: max_steps, max_train_minutes, early stopping)."""
+    """Passes over the training data (training may stop earlier: max_steps, max_train_minutes, early stopping);
+    0 trains nothing and only evaluates the initial model (e.g. one loaded with ``model.init_from``)."""
     max_steps: int | None = None
     """Stop after this many optimizer steps (overrides max_epochs when reached first)."""
     max_train_minutes: float | None = None
@@ -97,7 +98,7 @@ class TrainSection:
     fail (HF5 notes). ``auto`` picks bf16 where it is fast and no elsewhere. Final scores are always
     computed in full precision."""
     eval_every_steps: int | None = None
-    """Evaluate on the validation split every N optimizer steps (default: at the end of each epoch)."""
+    """Evaluate on the validation split every N optimizer steps (default, or 0: at the end of each epoch)."""
     early_stopping_patience: int | None = None
     """Stop after this many evaluations without improvement of the selection metric."""
     seed: int = 42
@@ -261,12 +262,14 @@ FIELD_LIMITS: dict[str, dict[str, Limit]] = {
         "max_train_examples": COUNT, "max_eval_examples": COUNT, "max_length": COUNT, "max_target_length": COUNT,
     },
     "TrainSection": {
-        "max_epochs": COUNT, "max_steps": COUNT, "max_train_minutes": POSITIVE, "batch_size": COUNT,
+        "max_epochs": OPTIONAL_COUNT, "max_steps": COUNT, "max_train_minutes": POSITIVE, "batch_size": COUNT,
         "batch_tokens": COUNT, "gradient_accumulation_steps": COUNT, "learning_rate": POSITIVE,
         "momentum": PROBABILITY, "weight_decay": NON_NEGATIVE, "warmup_steps": OPTIONAL_COUNT,
-        "max_grad_norm": POSITIVE, "eval_every_steps": COUNT, "early_stopping_patience": COUNT, "seed": SEED,
+        "max_grad_norm": POSITIVE, "eval_every_steps": OPTIONAL_COUNT, "early_stopping_patience": COUNT, "seed": SEED,
         "log_every_steps": COUNT, "checkpoint_every_steps": COUNT, "bptt_length": COUNT,
+        "distill_alpha": Limit(0, 1), "distill_temperature": POSITIVE,
     },
+    "BudgetSection": {"steps": COUNT, "tokens": POSITIVE, "minutes": POSITIVE},
     "EvalSection": {"batch_size": COUNT},
     "TokenizerSpec": {"vocab_size": COUNT, "min_frequency": COUNT, "model_max_length": COUNT},
 }
@@ -701,6 +704,8 @@ def recipe_from_yaml(raw: Any, source: str, overrides: list[str] | None = None, 
             f"{recipe.source}: key 'data.dataset': '{recipe.data.dataset}' holds {kind} data, which task "
             f"'{recipe.task}' cannot train on; choose a data set of kind {' or '.join(_TASK_DATA_KINDS[recipe.task])}"
         )
+    if recipe.model.get("init_from"):  # the pretrained model defines the architecture: sample sizes do not apply
+        profile = [item for item in profile if not item.startswith("model.")]
     if not profile:
         return recipe
     try:

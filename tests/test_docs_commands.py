@@ -173,7 +173,8 @@ class Reader:
         if argv[:1] == ["compare"] and _option(argv, "--recipes") is not None:
             # A leaderboard: every matching recipe, capped like a single run, one seed.
             recipes = _option(argv, "--recipes")
-            caps = _caps(recipes.split(",")[0]) if "*" not in recipes else list(CAPS)
+            # One recipe: its tiny-model caps; several (a glob or a list) may mix model types: steps and data only.
+            caps = _caps(recipes) if not any(c in recipes for c in "*?[,") else list(CAPS)
             argv = _drop_option(argv, "--seeds") + ["--seeds", "1", "--no-progress"]
             for cap in caps:
                 argv += ["--set", cap]

@@ -125,10 +125,10 @@ def _numeric_fields(cls: type) -> list[str]:
 
 
 def test_every_numeric_recipe_field_declares_its_range() -> None:
-    from nlpipe.recipe import FIELD_LIMITS, DataSection, EvalSection, TrainSection
+    from nlpipe.recipe import FIELD_LIMITS, BudgetSection, DataSection, EvalSection, TrainSection
     from nlpipe.tokenizer_training import TokenizerSpec
 
-    for cls in (DataSection, TrainSection, EvalSection, TokenizerSpec):
+    for cls in (DataSection, TrainSection, BudgetSection, EvalSection, TokenizerSpec):
         missing = [name for name in _numeric_fields(cls) if name not in FIELD_LIMITS.get(cls.__name__, {})]
         assert not missing, f"{cls.__name__}: declare a range in recipe.FIELD_LIMITS for {missing}"
 
@@ -156,7 +156,7 @@ def test_every_numeric_model_setting_has_a_range_rule() -> None:
         ("train.batch_size=-1", "train.batch_size", "[1, 2147483647]"),
         ("train.batch_size=0", "train.batch_size", "[1, "),
         ("train.max_steps=0", "train.max_steps", "[1, "),
-        ("train.max_epochs=0", "train.max_epochs", "[1, "),
+        ("train.max_epochs=-1", "train.max_epochs", "[0, "),
         ("train.gradient_accumulation_steps=0", "train.gradient_accumulation_steps", "[1, "),
         ("train.batch_tokens=-5", "train.batch_tokens", "[1, "),
         ("train.learning_rate=0", "train.learning_rate", "> 0"),
@@ -169,7 +169,7 @@ def test_every_numeric_model_setting_has_a_range_rule() -> None:
         ("train.warmup_steps=-1", "train.warmup_steps", "[0, "),
         ("train.seed=-1", "train.seed", "[0, 4294967295]"),
         ("train.seed=4294967296", "train.seed", "[0, 4294967295]"),
-        ("train.eval_every_steps=0", "train.eval_every_steps", "[1, "),
+        ("train.eval_every_steps=-1", "train.eval_every_steps", "[0, "),
         ("train.log_every_steps=0", "train.log_every_steps", "[1, "),
         ("train.bptt_length=0", "train.bptt_length", "[1, "),
         ("train.max_train_minutes=0", "train.max_train_minutes", "> 0"),
@@ -338,17 +338,18 @@ def test_sample_settings_apply_only_on_sample_data_and_user_overrides_win(name: 
     assert real.train.max_epochs == raw["train"].get("max_epochs", real.train.max_epochs)
     quick = load_recipe(name, sample=True)
     assert quick.sample_applied and len(quick.sample_applied) == len(raw["sample"])
+    def setting(recipe, key: str):  # "train.budget.tokens" through sections, nested sections and dicts
+        node = recipe
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else getattr(node, part)
+        return node
+
     for key, value in raw["sample"].items():
-        section, field = key.split(".", 1)
-        node = getattr(quick, section)
-        got = node.get(field) if isinstance(node, dict) else getattr(node, field)
-        assert got == value, key
+        assert setting(quick, key) == value, key
     # A user's override beats the sample setting.
     key, value = next(iter(raw["sample"].items()))
-    section, field = key.split(".", 1)
     mine = load_recipe(name, [f"{key}=1"], sample=True)
-    node = getattr(mine, section)
-    assert (node.get(field) if isinstance(node, dict) else getattr(node, field)) == 1
+    assert setting(mine, key) == 1
 
 
 @pytest.mark.parametrize(

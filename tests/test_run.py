@@ -32,6 +32,7 @@ def test_python_api_errors_name_keywords_not_cli_flags(tmp_path: Path, monkeypat
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs" / "ner-bilstm").mkdir(parents=True)
     (tmp_path / "runs" / "ner-bilstm" / "metrics.json").write_text("{}")
+    (tmp_path / "runs" / "ner-bilstm" / "run_info.json").write_text('{"nlpipe_run_folder": 1}')  # a run of nlpipe's
     with pytest.raises(NlpipeError) as info:
         nlpipe.run_recipe("ner-bilstm", ["train.max_epochs=3"], data="sample")
     message = str(info.value)

@@ -369,10 +369,9 @@ def test_compare_tolerates_malformed_values_and_a_half_written_last_log_line(tag
 
 
 def _fake_checkpoint(folder: Path) -> None:
-    step = folder / "checkpoints" / "step-00000004"
-    step.mkdir(parents=True)
-    (step / "trainer_state.json").write_text("{}")
-    (folder / "checkpoints" / "latest").write_text("step-00000004")
+    from conftest import write_intact_checkpoint
+
+    write_intact_checkpoint(folder / "checkpoints", 4)
 
 
 def test_resume_continues_an_interrupted_overwrite_and_swaps_at_the_end(tmp_path: Path) -> None:

@@ -9,13 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
-from safetensors.torch import save_file
+from conftest import write_intact_checkpoint
 
 from nlpipe.errors import NlpipeError
 from nlpipe.run_listing import format_listing, latest_checkpoint_state, list_runs, read_run
-from nlpipe.training.checkpoint_files import REQUIRED_FILES
 from nlpipe.training.checkpointing import latest_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,17 +38,7 @@ def _resumable(run: Path, step: int = 16) -> Path:
     run.mkdir(parents=True)
     (run / "recipe.yaml").write_text(yaml.safe_dump(RECIPE))
     (run / "train_log.jsonl").write_text(json.dumps({"step": 8, "loss": 2.0}) + "\n")
-    ckpt = run / "checkpoints" / f"step-{step:08d}"
-    ckpt.mkdir(parents=True)
-    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step, "train_seconds": 30.0,
-                                                          "best_metric": 42.0}))
-    for name in REQUIRED_FILES:  # the other files of a complete checkpoint (contents are not read here)
-        if not (ckpt / name).exists():
-            (ckpt / name).write_bytes(b"")
-    save_file({"w": torch.zeros(2)}, str(ckpt / "model.safetensors"))
-    for name in ("optimizer.pt", "scheduler.pt", "rng.pt"):
-        torch.save({}, ckpt / name)
-    (run / "checkpoints" / "latest").write_text(ckpt.name)
+    write_intact_checkpoint(run / "checkpoints", step, {"train_seconds": 30.0, "best_metric": 42.0})
     return run
 
 
