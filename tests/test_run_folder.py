@@ -369,7 +369,7 @@ def test_compare_tolerates_malformed_values_and_a_half_written_last_log_line(tag
 
 
 def _fake_checkpoint(folder: Path) -> None:
-    from conftest import write_intact_checkpoint
+    from fake_checkpoints import write_intact_checkpoint
 
     write_intact_checkpoint(folder / "checkpoints", 4)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import write_intact_checkpoint
+from fake_checkpoints import write_intact_checkpoint
 
 from nlpipe.errors import NlpipeError
 from nlpipe.run_listing import format_listing, latest_checkpoint_state, list_runs, read_run

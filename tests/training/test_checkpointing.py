@@ -151,3 +151,51 @@ def test_resume_identity_names_what_differs(tmp_path: Path) -> None:
     with pytest.raises(NlpipeError, match=r"cannot resume: recipe differs \(train.batch_size: 32 -> 8; "
                                           r"train.seed: 42 -> 7\)"):
         check_resume_identity(tmp_path / "run", _identity(**{"train.batch_size": 8, "train.seed": 7}))
+
+
+FULL_DISK_CLI = """
+import errno, sys
+import nlpipe.training.checkpointing as checkpointing
+
+original = checkpointing.torch.save
+calls = {"n": 0}
+
+def save(obj, file, *args, **kwargs):  # the disk fills up while the second checkpoint is written
+    if str(file).endswith("optimizer.pt"):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(file))
+    return original(obj, file, *args, **kwargs)
+
+checkpointing.torch.save = save
+sys.argv = ["nlpipe", *sys.argv[1:]]
+from nlpipe.cli import main
+main()
+"""
+
+
+def test_full_disk_through_the_cli_is_one_line_and_resume_uses_the_previous_checkpoint(tmp_path: Path) -> None:
+    """The same fault through the real command: exit != 0, one `error:` line, no traceback, files outside the run
+    folder unchanged; then `--resume` (disk space back) continues from step 2 and finishes."""
+    import hashlib
+    import subprocess
+    import sys
+
+    bystander = tmp_path / "notes.txt"
+    bystander.write_text("mine")
+    before = hashlib.sha256(bystander.read_bytes()).hexdigest()
+    run = tmp_path / "run"
+    args = ["run", "recipe", "ner-bilstm", "--data", "sample", "--no-progress", "--output-dir", str(run),
+            "data.max_train_examples=100", "data.max_eval_examples=20", "model.hidden_size=8",
+            "model.embedding_dim=8", "train.batch_size=16", "train.checkpoint_every_steps=2", "train.max_steps=5"]
+    failed = subprocess.run([sys.executable, "-c", FULL_DISK_CLI, *args], capture_output=True, text=True,
+                            timeout=600, cwd=tmp_path)
+    assert failed.returncode != 0 and "Traceback" not in failed.stdout + failed.stderr
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "could not write the checkpoint at step 4 (No space left on device)" in errors[0]
+    assert "step-00000002 is intact and --resume uses it" in errors[0]
+    assert hashlib.sha256(bystander.read_bytes()).hexdigest() == before
+    resumed = subprocess.run([sys.executable, "-m", "nlpipe", *args, "--resume"], capture_output=True, text=True,
+                             timeout=600, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((run / "metrics.json").read_text())["train"]["steps"] == 5
