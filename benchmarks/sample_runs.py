@@ -73,8 +73,8 @@ def run_one(name: str, out: Path, threads: int | None) -> dict:
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "nlpipe", "run", "recipe", name, "--data", "sample", "--no-progress", "--overwrite",
-         "--output-dir", str(out / name)],
-        capture_output=True, text=True, env=env,
+         "--output-dir", str(out / "runs" / name)],
+        capture_output=True, text=True, env=env, cwd=out,  # runs/NAME, as a user's (init_from: runs/pretrain-bert)
     )
     wall = time.perf_counter() - start
     row = {"recipe": name, "wall_s": round(wall, 1), "cpu_s": round(_children_cpu_s() - cpu_before, 1),
@@ -84,9 +84,12 @@ def run_one(name: str, out: Path, threads: int | None) -> dict:
         lines = proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"]
         row["error"] = next((line for line in reversed(lines) if line.startswith("error:")), lines[-1])
         return row
-    metrics = json.loads((out / name / "metrics.json").read_text())
+    metrics = json.loads((out / "runs" / name / "metrics.json").read_text())
     metric = metrics["selection_metric"]
-    row.update(metric=metric, test=round(metrics["test"][metric], 2), steps=metrics["train"]["steps"],
+    # Pretraining recipes score only their held-out validation slice (no test split of their own).
+    split = "test" if "test" in metrics else "validation"
+    metric_label = metric if split == "test" else f"{metric} (validation)"
+    row.update(metric=metric_label, test=round(metrics[split][metric], 2), steps=metrics["train"]["steps"],
                train_s=metrics["train"]["wall_s"], stopped_because=metrics["train"].get("stopped_because"))
     return row
 
