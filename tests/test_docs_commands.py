@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny_models import TINY_MODEL
 
 from nlpipe.cli import main
 from nlpipe.recipe import list_recipes, load_recipe
@@ -40,17 +41,6 @@ SHELL_BLOCK = re.compile(r"^```(?:bash|sh|shell|console)?[ \t]*\n(.*?)^```", re.
 
 CAPS = ["train.max_steps=3", "data.max_train_examples=64", "data.max_eval_examples=16", "train.batch_size=16",
         "eval.batch_size=16", "train.eval_every_steps=null", "train.max_train_minutes=null"]
-TINY_MODEL = {
-    "rnn_tagger": ["model.hidden_size=16", "model.embedding_dim=16"],
-    "bert": ["model.hidden_size=32", "model.num_hidden_layers=1", "model.num_attention_heads=2",
-             "model.intermediate_size=64"],
-    "rnn_seq2seq": ["model.hidden_size=16", "model.embedding_dim=16"],
-    "marian": ["model.d_model=32", "model.encoder_layers=1", "model.decoder_layers=1",
-               "model.encoder_attention_heads=2", "model.decoder_attention_heads=2", "model.encoder_ffn_dim=64",
-               "model.decoder_ffn_dim=64"],
-    "rnn_lm": ["model.hidden_size=16", "model.embedding_dim=16"],
-    "gpt2": ["model.n_embd=32", "model.n_layer=1", "model.n_head=2"],
-}
 
 
 def doc_commands(path: Path) -> list[list[list[str]]]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny_models import TINY_MODEL
 
 from nlpipe.recipe import list_recipes, load_recipe
 from nlpipe.run import run_recipe
@@ -20,17 +21,6 @@ RECIPES = sorted(p.stem for p in (REPO / "recipes").glob("*.yaml"))
 SHRINK = ["train.max_steps=3", "train.max_epochs=1", "data.max_train_examples=96", "data.max_eval_examples=12",
           "train.batch_size=16", "eval.batch_size=16", "train.eval_every_steps=null", "eval.splits=[test]",
           "train.budget.tokens=null"]
-TINY_MODEL = {
-    "rnn_tagger": ["model.hidden_size=16", "model.embedding_dim=16"],
-    "bert": ["model.hidden_size=32", "model.num_hidden_layers=1", "model.num_attention_heads=2",
-             "model.intermediate_size=64"],
-    "rnn_seq2seq": ["model.hidden_size=16", "model.embedding_dim=16"],
-    "marian": ["model.d_model=32", "model.encoder_layers=1", "model.decoder_layers=1",
-               "model.encoder_attention_heads=2", "model.decoder_attention_heads=2", "model.encoder_ffn_dim=64",
-               "model.decoder_ffn_dim=64"],
-    "rnn_lm": ["model.hidden_size=16", "model.embedding_dim=16"],
-    "gpt2": ["model.n_embd=32", "model.n_layer=1", "model.n_head=2"],
-}
 
 
 @pytest.mark.parametrize("name", RECIPES)
