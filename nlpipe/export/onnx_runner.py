@@ -259,6 +259,63 @@ def _ngram_banned(tokens: list[int], size: int) -> set[int]:
 MEMORY_NAMES = ("memory_keys", "memory_values", "attention_mask", "input_ids")  # batch on axis 0
 
 
+class _BeamSearch:
+    """One text's beam search as transformers 5 runs it: each step keeps the top 2·beams continuations; an end
+    token among the top `beams` (or the last allowed step) finishes a hypothesis, scored sum(log p) / length **
+    length_penalty; the search stops when `beams` hypotheses are finished and either ``early_stopping`` is set
+    or no running beam can still beat the worst of them."""
+
+    def __init__(self, config: dict[str, Any], generation: dict[str, Any], beams: int) -> None:
+        self.beams, self.eos = beams, int(config["eos_token_id"])
+        self.length_penalty = float(generation.get("length_penalty", 1.0) or 1.0)
+        self.early_stopping = bool(generation.get("early_stopping", False))
+        self.no_repeat = int(generation.get("no_repeat_ngram_size") or 0)
+        self.sequences = [[int(config["decoder_start_token_id"])] for _ in range(beams)]
+        self.scores = np.full(beams, -1e9, dtype=np.float64)
+        self.scores[0] = 0.0  # all beams start identical: only the first one may expand at step 1
+        self.finished: list[tuple[float, list[int]]] = []
+        self.done = False
+
+    def ban_repeats(self, log_probs: np.ndarray) -> None:
+        """``no_repeat_ngram_size``: no beam may repeat an n-gram it already holds."""
+        for row, sequence in enumerate(self.sequences):
+            for banned in _ngram_banned(sequence, self.no_repeat):
+                log_probs[row, banned] = -np.inf
+
+    def advance(self, candidates: np.ndarray, candidate_scores: np.ndarray, vocab: int, last: bool) -> np.ndarray:
+        """Take one step's best 2·beams continuations (flat indices beam·V + token, best first, and their summed
+        log-probabilities); returns each new beam's origin row (0 … beams − 1)."""
+        beams = self.beams
+        next_sequences, next_scores, origins = [], [], []
+        for rank, (flat, score) in enumerate(zip(candidates.tolist(), candidate_scores.tolist(), strict=True)):
+            origin, token = divmod(flat, vocab)
+            if token == self.eos or last:
+                # Among the top `beams` candidates, an end (or reaching max_new_tokens) finishes a hypothesis;
+                # the other candidates are only spares for the running beams.
+                if rank < beams:
+                    length = len(self.sequences[origin])  # generated tokens incl. this one, as transformers counts
+                    self.finished.append((score / (length ** self.length_penalty), self.sequences[origin][1:] + [token]))
+                continue
+            next_sequences.append(self.sequences[origin] + [token])
+            next_scores.append(score)
+            origins.append(origin)
+            if len(next_sequences) == beams:
+                break
+        self.finished.sort(key=lambda item: -item[0])
+        self.finished = self.finished[:beams]
+        if last or len(next_sequences) < beams:
+            self.done = True
+            return np.arange(beams)
+        self.sequences, self.scores = next_sequences, np.asarray(next_scores)
+        if len(self.finished) == beams:
+            best_possible = self.scores.max() / ((len(self.sequences[0]) - 1) ** self.length_penalty)
+            self.done = self.early_stopping or self.finished[-1][0] >= best_possible
+        return np.asarray(origins)
+
+    def best(self) -> list[int]:
+        return max(self.finished, key=lambda item: item[0])[1]
+
+
 class OnnxSeq2Seq:
     """Translation / summarization: the encoder graph once, then one decoder-step graph call per token."""
 
@@ -305,26 +362,28 @@ class OnnxSeq2Seq:
         log_probs = logits - _logsumexp(logits, axis=-1)[:, None]
         return log_probs, dict(zip(self.state_names, outputs[1:], strict=True))
 
-    def generate_ids(self, texts: list[str], num_beams: int | None = None,
-                     max_new_tokens: int | None = None) -> list[list[int]]:
-        """Generated token ids per text (decoder start token excluded)."""
+    def generate_ids(self, texts: list[str], num_beams: int | None = None, max_new_tokens: int | None = None,
+                     min_new_tokens: int | None = None, batch_size: int = 32) -> list[list[int]]:
+        """Generated token ids per text (decoder start token excluded). Texts are decoded `batch_size` at a time:
+        one encoder call and one decoder-step call per token for the whole batch (beams of all texts together)."""
         settings = self.generation
         num_beams = int(num_beams or settings.get("num_beams") or 1)
-        max_new = int(max_new_tokens or settings.get("max_new_tokens") or 64)
-        results = []
-        for text in texts:
-            memory = self.encode([text])
+        limits = (int(max_new_tokens or settings.get("max_new_tokens") or 64),
+                  int(min_new_tokens if min_new_tokens is not None else settings.get("min_new_tokens") or 0))
+        results: list[list[int]] = []
+        for first in range(0, len(texts), max(1, batch_size)):
+            memory = self.encode(list(texts[first : first + batch_size]))
             state = self.initial_state(memory)
             if num_beams == 1:
-                results.append(self._greedy(memory, state, max_new))
+                results.extend(self._greedy(memory, state, *limits))
             else:
-                results.append(self._beam(memory, state, max_new, num_beams))
+                results.extend(self._beam(memory, state, *limits, num_beams))
         return results
 
-    def _restrict(self, log_probs: np.ndarray, generated: int, max_new: int) -> np.ndarray:
+    def _restrict(self, log_probs: np.ndarray, generated: int, max_new: int, min_new: int) -> np.ndarray:
         """``min_new_tokens`` (no end before it) and ``forced_eos_token_id`` (the end at the last allowed step)."""
         eos = int(self.config["eos_token_id"])
-        if generated < int(self.generation.get("min_new_tokens") or 0):
+        if generated < min_new:
             log_probs[:, eos] = -np.inf
         forced = self.generation.get("forced_eos_token_id")
         if forced is not None and generated == max_new - 1:
@@ -332,78 +391,63 @@ class OnnxSeq2Seq:
             log_probs[:, int(forced)] = 0.0  # as transformers' ForcedEOSTokenLogitsProcessor
         return log_probs
 
-    def _greedy(self, memory: dict, state: dict, max_new: int) -> list[int]:
+    def _greedy(self, memory: dict, state: dict, max_new: int, min_new: int) -> list[list[int]]:
         eos, start = int(self.config["eos_token_id"]), int(self.config["decoder_start_token_id"])
         no_repeat = int(self.generation.get("no_repeat_ngram_size") or 0)
-        tokens = [start]
-        while len(tokens) - 1 < max_new:
-            log_probs, state = self.step(np.asarray([tokens[-1]]), memory, state)
-            for banned in _ngram_banned(tokens, no_repeat):
-                log_probs[0, banned] = -np.inf
-            scores = self._restrict(log_probs, len(tokens) - 1, max_new)[0]
-            token = int(scores.argmax())
-            tokens.append(token)
-            if token == eos:
+        batch = len(memory["attention_mask"])
+        sequences = [[start] for _ in range(batch)]
+        running = np.ones(batch, dtype=bool)
+        previous = np.full(batch, start, dtype=np.int64)
+        for generated in range(max_new):
+            log_probs, state = self.step(previous, memory, state)
+            if no_repeat:
+                for row in np.flatnonzero(running):
+                    for banned in _ngram_banned(sequences[row], no_repeat):
+                        log_probs[row, banned] = -np.inf
+            previous = self._restrict(log_probs, generated, max_new, min_new).argmax(axis=-1)
+            for row in np.flatnonzero(running):  # finished rows keep decoding (one batched call); ignored
+                sequences[row].append(int(previous[row]))
+            running &= previous != eos
+            if not running.any():
                 break
-        return tokens[1:]
+        return [sequence[1:] for sequence in sequences]
 
-    def _beam(self, memory: dict, state: dict, max_new: int, beams: int) -> list[int]:
-        """Beam search as transformers 5 runs it: each step keeps the top 2·beams continuations; an end token
-        among the top `beams` (or the last allowed step) finishes a hypothesis, scored sum(log p) / length **
-        length_penalty; the search stops when `beams` hypotheses are finished and either ``early_stopping`` is
-        set or no running beam can still beat the worst of them."""
-        eos, start = int(self.config["eos_token_id"]), int(self.config["decoder_start_token_id"])
-        length_penalty = float(self.generation.get("length_penalty", 1.0) or 1.0)
-        early_stopping = bool(self.generation.get("early_stopping", False))
-        no_repeat = int(self.generation.get("no_repeat_ngram_size") or 0)
+    def _beam(self, memory: dict, state: dict, max_new: int, min_new: int, beams: int) -> list[list[int]]:
+        """Beam search for every text of the batch at once (rows text·beams … text·beams + beams − 1), one
+        decoder call per step; each text's bookkeeping is a `_BeamSearch`."""
+        batch = len(memory["attention_mask"])
         memory = {k: np.repeat(v, beams, axis=0) for k, v in memory.items() if k in self.memory_names}
         axis = {name: self.state_shapes[name].index("batch") for name in self.state_names}
         state = {k: np.repeat(v, beams, axis=axis[k]) for k, v in state.items()}
-        sequences = [[start] for _ in range(beams)]
-        beam_scores = np.full(beams, -1e9, dtype=np.float64)
-        beam_scores[0] = 0.0  # all beams start identical: only the first one may expand at step 1
-        finished: list[tuple[float, list[int]]] = []
+        searches = [_BeamSearch(self.config, self.generation, beams) for _ in range(batch)]
+        previous = np.full(batch * beams, int(self.config["decoder_start_token_id"]), dtype=np.int64)
         for step in range(max_new):
-            log_probs, state = self.step(np.asarray([s[-1] for s in sequences]), memory, state)
+            log_probs, state = self.step(previous, memory, state)
             log_probs = log_probs.astype(np.float64)
-            for row, sequence in enumerate(sequences):
-                for banned in _ngram_banned(sequence, no_repeat):
-                    log_probs[row, banned] = -np.inf
-            log_probs = self._restrict(log_probs, step, max_new)
-            total = (beam_scores[:, None] + log_probs).reshape(-1)  # (beams * V,)
+            for text, search in enumerate(searches):  # processors in transformers' order: repeats, then lengths
+                if not search.done:
+                    search.ban_repeats(log_probs[text * beams : (text + 1) * beams])
+            log_probs = self._restrict(log_probs, step, max_new, min_new)
+            # Each text's best 2·beams continuations at once: partial selection, then sorted by score (ties by
+            # index, as a stable sort of all beams·V scores would order them).
             vocab = log_probs.shape[1]
-            order = np.argsort(-total, kind="stable")[: 2 * beams]
-            next_sequences, next_scores, origins = [], [], []
-            last = step == max_new - 1
-            for rank, flat in enumerate(order):
-                origin, token = divmod(int(flat), vocab)
-                score = float(total[flat])
-                if token == eos or last:
-                    # Among the top `beams` candidates, an end (or reaching max_new_tokens) finishes a hypothesis;
-                    # the other candidates are only spares for the running beams.
-                    if rank < beams:
-                        length = len(sequences[origin])  # generated tokens incl. this one, as transformers counts
-                        finished.append((score / (length ** length_penalty), sequences[origin][1:] + [token]))
-                    continue
-                next_sequences.append(sequences[origin] + [token])
-                next_scores.append(score)
-                origins.append(origin)
-                if len(next_sequences) == beams:
-                    break
-            finished.sort(key=lambda item: -item[0])
-            finished = finished[:beams]
-            if last:
+            scores = np.stack([search.scores for search in searches])
+            total = (scores[:, :, None] + log_probs.reshape(batch, beams, vocab)).reshape(batch, beams * vocab)
+            top = np.argpartition(-total, 2 * beams - 1, axis=1)[:, : 2 * beams]
+            top_scores = np.take_along_axis(total, top, axis=1)
+            order = np.lexsort((top, -top_scores), axis=-1)
+            top, top_scores = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
+            origins = np.arange(batch * beams)
+            for text, search in enumerate(searches):
+                rows = slice(text * beams, (text + 1) * beams)
+                if not search.done:
+                    origins[rows] = text * beams + search.advance(top[text], top_scores[text], vocab,
+                                                                  last=step == max_new - 1)
+                    previous[rows] = [sequence[-1] for sequence in search.sequences]
+            if all(search.done for search in searches):
                 break
-            sequences, beam_scores = next_sequences, np.asarray(next_scores)
             state = {k: np.take(v, origins, axis=axis[k]) for k, v in state.items()}
-            if len(finished) == beams:
-                if early_stopping:
-                    break
-                best_possible = beam_scores.max() / ((len(sequences[0]) - 1) ** length_penalty)
-                if finished[-1][0] >= best_possible:
-                    break
-        return max(finished, key=lambda item: item[0])[1]
-
+        return [search.best() for search in searches]
 
     def __call__(self, texts: str | list[str], **kwargs: Any) -> list[str] | str:
         """Generated text per input text (special tokens removed), like the ``translation`` pipeline."""

@@ -279,6 +279,12 @@ def test_seq2seq_export_gives_generate_tokens_greedy_and_beam(recipe: str, tmp_p
         while expected and expected[-1] == model.config.pad_token_id:
             expected.pop()
         assert runner.generate_ids([text], num_beams=beams)[0] == expected
+    # Batched decoding (one decoder call per step for all texts and beams, padded sources) gives each text's
+    # own result, greedy and beam, also with a forced minimum length.
+    for settings in ({"num_beams": 1}, {"num_beams": beams}, {"num_beams": beams, "min_new_tokens": 6}):
+        one_by_one = [runner.generate_ids([text], **settings)[0] for text in texts[:6]]
+        assert runner.generate_ids(texts[:6], batch_size=4, **settings) == one_by_one
+    assert all(len(ids) >= 6 for ids in runner.generate_ids(texts[:6], min_new_tokens=6))
     # The folder runs without torch and decodes the same texts.
     assert run_without_torch(tmp_path / "onnx", texts[:3]) == runner(texts[:3])
 
@@ -332,6 +338,7 @@ def test_marian_export_with_kv_cache_gives_generate_tokens(tmp_path: Path) -> No
         while expected and expected[-1] == model.config.pad_token_id:
             expected.pop()
         assert runner.generate_ids([text])[0] == expected
+    assert runner.generate_ids(texts[:6], batch_size=3) == [runner.generate_ids([t])[0] for t in texts[:6]]
     assert run_without_torch(tmp_path / "onnx", texts[:2]) == runner(texts[:2])
 
 
