@@ -90,6 +90,37 @@ def test_whole_word_masking_masks_every_piece_of_a_chosen_word() -> None:
     assert split_words > 100  # the test really had words of several pieces
 
 
+def test_training_loss_on_masked_positions_equals_the_models_own_loss() -> None:
+    """The head run on masked positions only gives BertForMaskedLM's loss and gradients (full recomputation),
+    and the model is left as it was (same modules, same state_dict keys)."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    task = get_task(load_recipe("pretrain-bert", []))
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                       intermediate_size=64, hidden_dropout_prob=0.0,
+                                       attention_probs_dropout_prob=0.0))
+    input_ids = torch.randint(5, 300, (4, 12))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[2:, 9:] = 0
+    labels = torch.full_like(input_ids, -100)
+    labels[torch.rand(4, 12) < 0.2] = 7
+    labels[0, 3] = 11
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    keys = list(model.state_dict())
+    expected = model(**batch).loss
+    expected.backward()
+    expected_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    got = task.loss(model, batch)
+    got.backward()
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-6)
+    for name, param in model.named_parameters():
+        if name in expected_grads:
+            assert torch.allclose(param.grad, expected_grads[name], rtol=1e-4, atol=1e-6), name
+    assert list(model.state_dict()) == keys and type(model.cls).__name__ == "BertOnlyMLMHead"
+
+
 def test_pretrain_then_fine_tune_from_the_cli(tmp_path: Path) -> None:
     env = {**os.environ, "NLPIPE_CACHE": str(tmp_path / "cache")}
     common = ["--data", "sample", "--no-progress", "data.max_train_examples=64", "data.max_eval_examples=16"]
