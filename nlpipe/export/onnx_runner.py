@@ -370,14 +370,19 @@ class OnnxSeq2Seq:
         num_beams = int(num_beams or settings.get("num_beams") or 1)
         limits = (int(max_new_tokens or settings.get("max_new_tokens") or 64),
                   int(min_new_tokens if min_new_tokens is not None else settings.get("min_new_tokens") or 0))
-        results: list[list[int]] = []
-        for first in range(0, len(texts), max(1, batch_size)):
-            memory = self.encode(list(texts[first : first + batch_size]))
+        # Batches of similar lengths (restored to the input order below): less padding through the encoder.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        results: list[list[int]] = [[] for _ in texts]
+        for first in range(0, len(order), max(1, batch_size)):
+            indices = order[first : first + max(1, batch_size)]
+            memory = self.encode([texts[i] for i in indices])
             state = self.initial_state(memory)
             if num_beams == 1:
-                results.extend(self._greedy(memory, state, *limits))
+                decoded = self._greedy(memory, state, *limits)
             else:
-                results.extend(self._beam(memory, state, *limits, num_beams))
+                decoded = self._beam(memory, state, *limits, num_beams)
+            for i, ids in zip(indices, decoded, strict=True):
+                results[i] = ids
         return results
 
     def _restrict(self, log_probs: np.ndarray, generated: int, max_new: int, min_new: int) -> np.ndarray:
