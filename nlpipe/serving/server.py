@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import socket
+import threading
 from pathlib import Path
 
 from ..errors import NlpipeError
@@ -64,10 +66,42 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, onn
         print("note: the server has no authentication; anyone who can reach this address can use the model",
               flush=True)
     config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=5)
-    try:
-        uvicorn.Server(config).run(sockets=[sock])
-    finally:
-        sock.close()
+    server = uvicorn.Server(config)
+    with _SignalsAfterShutdown(server):
+        try:
+            server.run(sockets=[sock])
+        finally:
+            sock.close()
+
+
+class _SignalsAfterShutdown:
+    """Ctrl-C / SIGTERM end the process the usual way (exit 130 / 143) *after* uvicorn's graceful shutdown.
+
+    uvicorn catches the signal, shuts down, then raises it again into the handler it found. Left to asyncio,
+    that handler is asyncio's own SIGINT handler, which cancels the server task — and when the task is already
+    finishing the cancellation is lost and the process exits 0 (seen under load). So a handler that only
+    records the signal (and asks the server to stop, should it come before uvicorn listens) is installed
+    around the run, and the recorded signals are raised again once the normal handlers are back.
+    """
+
+    def __init__(self, server: object) -> None:
+        self.server, self.received, self.previous = server, [], {}
+
+    def _record(self, signum: int, frame: object) -> None:
+        self.received.append(signum)
+        self.server.should_exit = True
+
+    def __enter__(self) -> _SignalsAfterShutdown:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {sig: signal.signal(sig, self._record) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        if exc[0] is None:
+            for sig in dict.fromkeys(self.received):  # Ctrl-C → KeyboardInterrupt; SIGTERM → the CLI's handler
+                signal.raise_signal(sig)
 
 
 __all__ = ["serve", "bind_socket"]
