@@ -81,7 +81,8 @@ class _SignalsAfterShutdown:
     that handler is asyncio's own SIGINT handler, which cancels the server task — and when the task is already
     finishing the cancellation is lost and the process exits 0 (seen under load). So a handler that only
     records the signal (and asks the server to stop, should it come before uvicorn listens) is installed
-    around the run, and the recorded signals are raised again once the normal handlers are back.
+    around the run, and once the normal handlers are back the process ends as Ctrl-C (KeyboardInterrupt)
+    or SIGTERM (the CLI's handler) would end it.
     """
 
     def __init__(self, server: object) -> None:
@@ -99,9 +100,16 @@ class _SignalsAfterShutdown:
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
-        if exc[0] is None:
-            for sig in dict.fromkeys(self.received):  # Ctrl-C → KeyboardInterrupt; SIGTERM → the CLI's handler
-                signal.raise_signal(sig)
+        if exc[0] is not None:
+            return
+        if signal.SIGINT in self.received:
+            # Not re-raised: a process started with SIGINT ignored (`nohup … &` in a script, some CI runners)
+            # would swallow it, yet uvicorn has already stopped on it.
+            raise KeyboardInterrupt
+        if signal.SIGTERM in self.received:
+            if callable(self.previous.get(signal.SIGTERM)):
+                signal.raise_signal(signal.SIGTERM)  # the CLI's handler: one line, exit 143
+            raise SystemExit(143)
 
 
 __all__ = ["serve", "bind_socket"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -39,7 +40,7 @@ def post_json(url: str, value: Any, timeout: float = 60) -> tuple[int, Any]:
 class ServerProcess:
     """``nlpipe serve RUN_DIR`` in a subprocess on 127.0.0.1, stopped on exit (used as a context manager)."""
 
-    def __init__(self, run_dir: Path, log_path: Path, *args: str) -> None:
+    def __init__(self, run_dir: Path, log_path: Path, *args: str, ignore_sigint: bool = False) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -48,6 +49,8 @@ class ServerProcess:
             [sys.executable, "-m", "nlpipe", "serve", str(run_dir), "--host", "127.0.0.1", "--port", str(self.port),
              *args],
             stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+            # As a server started in the background of a script (no job control) inherits it.
+            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None,
         )
 
     def log(self) -> str:
