@@ -95,6 +95,27 @@ class RunSummary:
     """The recipe's ``train.warmup_steps``."""
     planned_steps: int | None = None
     """Steps the run's ``train.budget`` was planned as (``metrics.json``), when it had one."""
+    settings: dict[str, str] = field(default_factory=dict)
+    """The run's resolved recipe as flat ``key.sub → value`` text, without what seeds and names change
+    (`NOT_SETTINGS`): runs of one recipe are seeds of one leaderboard entry only when these agree."""
+
+
+NOT_SETTINGS = ("name", "description", "train.seed")
+"""Recipe keys that do not make two runs different settings (seeds of one entry differ only in these)."""
+
+
+def flat_settings(recipe: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """A resolved recipe as ``{"train.learning_rate": "0.002", ...}`` (JSON text values), less `NOT_SETTINGS`."""
+    flat: dict[str, str] = {}
+    for key, value in recipe.items():
+        name = f"{prefix}{key}"
+        if name in NOT_SETTINGS:
+            continue
+        if isinstance(value, dict):
+            flat.update(flat_settings(value, f"{name}."))
+        else:
+            flat[name] = json.dumps(value, sort_keys=True, default=str)
+    return flat
 
 
 def _number(value: Any) -> float | None:
@@ -236,6 +257,7 @@ def load_run_summary(run_dir: str | Path) -> RunSummary:
         pretrain_tokens=pretrain[1],
         warmup_steps=int(warmup) if warmup is not None else None,
         planned_steps=int(planned) if planned is not None else None,
+        settings=flat_settings(recipe),
     )
 
 
@@ -440,13 +462,37 @@ def _budget_curve(runs: list[RunSummary]) -> list[tuple[float, float, float, flo
     return points
 
 
+def _setting_groups(runs: list[RunSummary]) -> dict[tuple[str, str], list[RunSummary]]:
+    """Runs grouped by task and recipe *settings* (only seeds of the same settings are one entry), each
+    group keyed by its label: the recipe name, followed — when runs of one recipe were made with different
+    settings (e.g. a distilled student beside the plain recipe) — by the settings that tell them apart."""
+    by_settings: dict[tuple[str, str, tuple[tuple[str, str], ...]], list[RunSummary]] = {}
+    for run in runs:
+        by_settings.setdefault((run.task, run.recipe, tuple(sorted(run.settings.items()))), []).append(run)
+    variants: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for task, recipe, settings in by_settings:
+        variants.setdefault((task, recipe), []).append(dict(settings))
+    grouped: dict[tuple[str, str], list[RunSummary]] = {}
+    for (task, recipe, settings), group in by_settings.items():
+        others = variants[(task, recipe)]
+        values = dict(settings)
+        differing = sorted({k for v in others for k in v
+                            if any(o.get(k, "null") != v.get(k, "null") for o in others)})
+        shown = [f"{k}={json.loads(values[k])}" for k in differing
+                 if json.loads(values.get(k, "null")) not in (None, "", [], {})]
+        label = f"{recipe} [{', '.join(shown)}]" if shown else recipe
+        while (task, label) in grouped:  # settings that differ only between empty values: still apart
+            label += "′"
+        grouped[(task, label)] = group
+    return grouped
+
+
 def leaderboard(runs: list[RunSummary]) -> dict[str, list[LeaderboardEntry]]:
-    """Runs grouped by task, then by recipe (the seeds of one recipe are one entry), best mean first."""
+    """Runs grouped by task, then by recipe and settings (the seeds of one recipe are one entry; runs of a
+    recipe with other settings are another, labelled by what differs), best mean first."""
     import statistics
 
-    grouped: dict[tuple[str, str], list[RunSummary]] = {}
-    for run in runs:
-        grouped.setdefault((run.task, run.recipe), []).append(run)
+    grouped = _setting_groups(runs)
     boards: dict[str, list[LeaderboardEntry]] = {}
     for (task, recipe), group in grouped.items():
         scores = [r.score for r in group if r.score is not None]

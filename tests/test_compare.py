@@ -405,3 +405,25 @@ def test_pretraining_cost_is_shown_apart_for_init_from_runs(tmp_path):
     assert _number(row["pretraining tokens"]) == 1000  # _fake_run's train.tokens
     board = _markdown_tables(report.markdown.read_text())["token-classification/leaderboard"]
     assert board[0]["pretrained from"] == str(source)
+
+
+def test_runs_of_one_recipe_with_other_settings_are_separate_entries(tmp_path):
+    """A distilled student (same recipe name, `train.teacher` set) is not a second seed of the plain recipe:
+    two entries, the student's labelled by the setting that differs; seeds of each setting still aggregate."""
+
+    def run(folder: str, f1: float, seed: int, teacher: str | None) -> Path:
+        path = _fake_run(tmp_path / folder, task="token-classification", model={"type": "rnn_tagger"},
+                         metric="f1", test={"f1": f1}, params=10, wall=1.0, tps=1.0, curve=[(10, f1)])
+        recipe = yaml.safe_load((path / "recipe.yaml").read_text())
+        recipe.update(name=folder, train={"seed": seed, "teacher": teacher, "learning_rate": 0.002})
+        (path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+        info = json.loads((path / "run_info.json").read_text())
+        (path / "run_info.json").write_text(json.dumps({**info, "recipe": "ner-crf"}))
+        return path
+
+    runs = [run("plain-42", 80.0, 42, None), run("plain-43", 82.0, 43, None),
+            run("student-42", 90.0, 42, "runs/bert-teacher")]
+    compare_runs(runs, tmp_path / "rep")
+    board = json.loads((tmp_path / "rep" / "leaderboard.json").read_text())["token-classification"]
+    assert [(e["recipe"], e["mean"], len(e["runs"])) for e in board] == [
+        ("ner-crf [train.teacher=runs/bert-teacher]", 90.0, 1), ("ner-crf", 81.0, 2)]
