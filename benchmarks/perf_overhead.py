@@ -121,17 +121,23 @@ def run_raw(recipe, task, tokenizer, batches, *, padded: bool = False, fused: bo
     # Counted as nlpipe counts them (source + target tokens for seq2seq), outside the timed loop.
     tokens = sum(task.count_tokens(b) for b in batches)
     state = None  # a recurrent LM's state, carried (detached) from window to window: truncated BPTT
+    # The recipe's own precision (``auto`` is bf16 autocast on an AMX CPU), as nlpipe's Accelerate runs it,
+    # so that the ratio measures the loop and not the arithmetic.
+    from nlpipe.run import resolve_mixed_precision
+
+    bf16 = resolve_mixed_precision(t.mixed_precision, True) == "bf16"
     start = time.perf_counter()
     for batch in batches:
-        if language_model:
-            out = model(input_ids=batch["input_ids"], cache=state, use_cache=True)
-            state = None if out.cache is None else tuple(s.detach() for s in out.cache) \
-                if isinstance(out.cache, tuple) else out.cache.detach()
-            logits = out.logits
-            loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
-                                                     batch["target_ids"].reshape(-1))
-        else:
-            loss = model(**batch).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            if language_model:
+                out = model(input_ids=batch["input_ids"], cache=state, use_cache=True)
+                state = None if out.cache is None else tuple(s.detach() for s in out.cache) \
+                    if isinstance(out.cache, tuple) else out.cache.detach()
+                logits = out.logits
+                loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
+                                                         batch["target_ids"].reshape(-1))
+            else:
+                loss = model(**batch).loss
         loss.backward()
         if t.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)

@@ -92,6 +92,9 @@ class TrainSection:
     """Steps of linear learning-rate warm-up at the start."""
     max_grad_norm: float | None = 5.0
     """Clip the gradient norm to this value (null: no clipping)."""
+    label_smoothing: float = 0.0
+    """translation / summarization: share of each target token's probability spread evenly over the
+    vocabulary in the training loss (0.1 in Vaswani et al. 2017); evaluation scores are unaffected."""
     mixed_precision: str = "no"
     """no | bf16 | fp16 | auto. bf16 autocast is fast on GPUs and on CPUs with AMX bf16 units (Xeon
     Sapphire Rapids and later: matmuls ~8x faster); on AVX2-only CPUs it is far slower and nn.LSTM may
@@ -267,7 +270,7 @@ FIELD_LIMITS: dict[str, dict[str, Limit]] = {
         "momentum": PROBABILITY, "weight_decay": NON_NEGATIVE, "warmup_steps": OPTIONAL_COUNT,
         "max_grad_norm": POSITIVE, "eval_every_steps": OPTIONAL_COUNT, "early_stopping_patience": COUNT, "seed": SEED,
         "log_every_steps": COUNT, "checkpoint_every_steps": COUNT, "bptt_length": COUNT,
-        "distill_alpha": Limit(0, 1), "distill_temperature": POSITIVE,
+        "distill_alpha": Limit(0, 1), "distill_temperature": POSITIVE, "label_smoothing": PROBABILITY,
     },
     "BudgetSection": {"steps": COUNT, "tokens": POSITIVE, "minutes": POSITIVE},
     "EvalSection": {"batch_size": COUNT},
@@ -611,6 +614,9 @@ def parse_recipe(raw: Any, source: str = "<memory>") -> Recipe:
             if getattr(recipe.data, key):
                 raise NlpipeError(f"{source}: key 'data.{key}': only tasks masked-lm and causal-lm read unlabelled "
                                   "text; remove it")
+    if recipe.train.label_smoothing and recipe.task not in ("translation", "summarization"):
+        raise NlpipeError(f"{source}: key 'train.label_smoothing': only translation and summarization recipes "
+                          "smooth their targets; remove it")
     if recipe.train.teacher and recipe.task != "token-classification":
         raise NlpipeError(f"{source}: key 'train.teacher': only token-classification recipes distil from a "
                           "teacher; remove it")

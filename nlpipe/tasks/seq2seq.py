@@ -32,6 +32,7 @@ from typing import Any
 
 import datasets
 import torch
+import torch.nn.functional as F
 
 from ..errors import NlpipeError, shorten
 from ..metrics import compute_metric
@@ -180,6 +181,26 @@ class Seq2SeqTask(Task):
 
     def count_tokens(self, batch: dict[str, torch.Tensor]) -> int:
         return int(batch["attention_mask"].sum()) + int((batch["labels"] != -100).sum())
+
+    def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean target-token cross-entropy; with ``train.label_smoothing`` the smoothed one.
+
+        Smoothing needs the logits, so the model is called without labels (its own loss would be
+        computed and thrown away) and the decoder inputs are the labels shifted right, as the models
+        build them themselves."""
+        smoothing = self.recipe.train.label_smoothing
+        if not smoothing:
+            return model(**batch).loss
+        labels = batch["labels"]
+        config = getattr(model, "module", model).config  # DDP wraps the model
+        decoder_input_ids = labels.new_full(labels.shape, config.pad_token_id)
+        decoder_input_ids[:, 1:] = labels[:, :-1].masked_fill(labels[:, :-1] == -100, config.pad_token_id)
+        decoder_input_ids[:, 0] = config.decoder_start_token_id
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       decoder_input_ids=decoder_input_ids).logits
+        # A copy model's outputs are log-probabilities: log_softmax leaves them unchanged.
+        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100,
+                               label_smoothing=smoothing)
 
     # -- model ----------------------------------------------------------------------------------
     def model_values(self, tokenizer: Any) -> dict[str, Any]:

@@ -3,6 +3,8 @@ learning on the sample data, and the lead baseline."""
 
 from __future__ import annotations
 
+import re
+
 import datasets
 import pytest
 import sacrebleu
@@ -112,6 +114,60 @@ def test_marian_gets_pad_as_decoder_start(tokenizer) -> None:
     values = task.model_values(tokenizer)
     assert values["decoder_start_token_id"] == tokenizer.pad_token_id
     assert values["max_position_embeddings"] >= 32
+
+
+# -- training loss ----------------------------------------------------------------------------------
+
+
+def smoothed_cross_entropy_by_hand(log_probs: torch.Tensor, labels: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """(1 - e) * NLL of the gold token + e * mean over the vocabulary of -log p, averaged over real tokens."""
+    total, count = 0.0, 0
+    for b in range(labels.size(0)):
+        for t in range(labels.size(1)):
+            gold = int(labels[b, t])
+            if gold == -100:
+                continue
+            row = log_probs[b, t]
+            total += (1 - smoothing) * -row[gold] + smoothing * -row.mean()
+            count += 1
+    return total / count
+
+
+@pytest.mark.parametrize("model", [{}, {"copy_mechanism": True}, {"type": "marian"}], ids=["rnn", "copy", "marian"])
+def test_label_smoothing_loss_matches_the_formula_and_zero_is_the_models_loss(tokenizer, sample, model) -> None:
+    settings = {"type": "rnn_seq2seq", "embedding_dim": 24, "hidden_size": 32, "dropout": 0.0, **model}
+    if model.get("type") == "marian":
+        settings = {"type": "marian", "d_model": 16, "encoder_layers": 1, "decoder_layers": 1,
+                    "encoder_attention_heads": 2, "decoder_attention_heads": 2, "encoder_ffn_dim": 32,
+                    "decoder_ffn_dim": 32, "dropout": 0.0, "attention_dropout": 0.0}
+    tasks = {}
+    for smoothing in (0.0, 0.3):
+        raw = {**tiny_recipe().to_dict(), "model": settings, "train": {"label_smoothing": smoothing}}
+        tasks[smoothing] = TranslationTask(parse_recipe(raw, "tiny.yaml"))
+        tasks[smoothing].bind_tokenizer(tokenizer)
+    torch.manual_seed(0)
+    net = tasks[0.0].build_model(tokenizer).eval().requires_grad_(False)
+    net.get_output_embeddings().weight.mul_(30)  # peaked outputs, far from uniform: smoothing then shows
+    encoded = tasks[0.0].encode(sample["validation"].select(range(6)), tokenizer, "validation")
+    batch = tasks[0.0].collate([encoded[i] for i in range(6)])
+    assert (batch["labels"] == -100).any()  # rows of different lengths: padding is ignored
+    assert torch.equal(tasks[0.0].loss(net, batch), net(**batch).loss)
+    log_probs = torch.log_softmax(net(**batch).logits.float(), -1)
+    expected = smoothed_cross_entropy_by_hand(log_probs, batch["labels"], 0.3)
+    smoothed = tasks[0.3].loss(net, batch)
+    assert smoothed.item() == pytest.approx(float(expected), rel=1e-5)
+    assert abs(smoothed.item() - net(**batch).loss.item()) > 0.01  # the smoothing term is really there
+
+
+@pytest.mark.parametrize("task, smoothing, message", [
+    ("translation", 1.0, "key 'train.label_smoothing': 1.0 is out of range; use a value in [0, 1)"),
+    ("translation", -0.1, "key 'train.label_smoothing': -0.1 is out of range"),
+    ("token-classification", 0.1, "only translation and summarization"),
+])
+def test_bad_label_smoothing_is_named(task, smoothing, message) -> None:
+    raw = {**tiny_recipe().to_dict(), "task": task, "train": {"label_smoothing": smoothing}}
+    with pytest.raises(NlpipeError, match=re.escape(message)):
+        parse_recipe(raw, "tiny.yaml")
 
 
 # -- metrics against independent references -------------------------------------------------------
