@@ -21,6 +21,12 @@ Same data, same subwords, same sizes, same machine, back to back (OpenNMT-py fir
 - nlpipe runs the recipe with ``train.max_train_minutes=--minutes`` (training time; its validation passes are
   not counted), and evaluates on the test set with its recipe's beam 5.
 
+Precision: each tool as it trains out of the box on this machine. The nlpipe recipes say
+``mixed_precision: auto`` (bf16 autocast on a CPU with AMX or a GPU, float32 elsewhere); OpenNMT-py 3.0.4
+offers ``model_dtype`` fp32 or fp16, and its fp16 is ``torch.cuda.amp`` (CUDA only), so on a CPU it trains in
+float32. For float32 on both sides pass ``--nlpipe-override 'train.mixed_precision="no"'``. Label smoothing
+is the recipe's on both sides (``label_smoothing``).
+
 Both outputs are detokenized by the same tokenizer and scored by nlpipe's sacreBLEU (same signature).
 Tokens/s counts source + target subword tokens: OpenNMT-py's own "src/tgt tok/s" report lines (median of the
 windows after the first), nlpipe's log windows (median after the first) and its whole-run figure.
@@ -68,7 +74,7 @@ def onmt_config(model: str, recipe, work: Path, checkpoint_every: int) -> dict:
         "batch_size": t.batch_size, "batch_type": "sents", "valid_batch_size": 64,
         "train_steps": 1_000_000, "valid_steps": 1_000_000, "save_checkpoint_steps": checkpoint_every, "keep_checkpoint": 2,
         "save_model": str(work / "model"), "report_every": 20, "seed": t.seed, "world_size": 1, "gpu_ranks": [],
-        "max_grad_norm": t.max_grad_norm, "log_file": str(work / "train.log"),
+        "max_grad_norm": t.max_grad_norm, "label_smoothing": t.label_smoothing, "log_file": str(work / "train.log"),
     }
     if model == "lstm":
         return {**common, "encoder_type": "brnn", "decoder_type": "rnn", "rnn_type": "LSTM", "layers": 1,
@@ -153,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", default=None, help="keep OpenNMT-py's files here (default: a temp folder)")
     parser.add_argument("--checkpoint-every", type=int, default=100,
                         help="OpenNMT-py checkpoint interval: its last checkpoint is what gets translated")
+    parser.add_argument("--nlpipe-override", action="append", default=[], metavar="KEY=VALUE",
+                        help="an extra recipe override for the nlpipe side (repeatable), e.g. train.mixed_precision=no")
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args(argv)
     import torch
@@ -165,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (venv / "bin" / "onmt_train").exists():
         raise SystemExit(f"{venv}: no OpenNMT-py here; run bash benchmarks/peers/make_opennmt_venv.sh {venv}")
     recipe_name = RECIPES[args.model]
-    overrides = NLPIPE_OVERRIDES[args.model]
+    overrides = [*NLPIPE_OVERRIDES[args.model], *args.nlpipe_override]
     recipe, data, task, tokenizer, _ = prepare(recipe_name, overrides, args.data_dir)
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="onmt-") as tmp:
@@ -185,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_recipe(recipe_name, [*overrides, f"train.max_train_minutes={args.minutes}"], data_dir=args.data_dir,
                             output_dir=Path(tmp) / "run", overwrite=True, progress=False)
         log = [json.loads(line) for line in (result.run_dir / "train_log.jsonl").read_text().splitlines()]
+        precision = json.loads((result.run_dir / "run_info.json").read_text()).get("mixed_precision")
     windows = [r["tokens_per_s"] for r in log if "tokens_per_s" in r][1:]
     train = result.metrics["train"]
     ours = {"tokens_per_s": statistics.median(windows) if windows else train["tokens_per_s"],
@@ -192,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             "sacrebleu": result.metrics["test"]["sacrebleu"]}
     ratio = ours["tokens_per_s"] / onmt["tokens_per_s"]
     print(f"nlpipe {recipe_name}: {ours['steps']} steps, {ours['tokens_per_s']:.0f} src+tgt tok/s "
-          f"(whole run {ours['whole_run_tokens_per_s']:.0f}), test sacreBLEU {ours['sacrebleu']:.2f} (beam 5)")
+          f"(whole run {ours['whole_run_tokens_per_s']:.0f}; {precision}), test sacreBLEU {ours['sacrebleu']:.2f} (beam 5)")
     print(f"throughput_ratio_vs_opennmt = {ratio:.2f}; BLEU after {args.minutes:g} minutes: nlpipe "
           f"{ours['sacrebleu']:.2f} vs OpenNMT-py {onmt_scores['sacrebleu']:.2f}; load before {load_before:.1f}, "
           f"after {os.getloadavg()[0]:.1f}")
@@ -204,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
             "whole_run_tokens_per_s": round(ours["whole_run_tokens_per_s"], 1), "steps": ours["steps"],
             "reference_steps": onmt["steps"], "sacrebleu": round(ours["sacrebleu"], 2),
             "reference_sacrebleu": round(onmt_scores["sacrebleu"], 2), "peer": "OpenNMT-py 3.0.4",
-            "nlpipe_overrides": overrides,
+            "nlpipe_overrides": overrides, "nlpipe_precision": precision,
+            "reference_precision": "fp32",
             "load_before": round(load_before, 1), "load_after": round(os.getloadavg()[0], 1),
         }])
     return 0
