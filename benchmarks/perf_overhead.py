@@ -136,8 +136,8 @@ def run_raw(recipe, task, tokenizer, batches, *, padded: bool = False, fused: bo
                 logits = out.logits
                 loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
                                                          batch["target_ids"].reshape(-1))
-            else:
-                loss = model(**batch).loss
+            else:  # the model's loss, or the smoothed one a recipe asks for (train.label_smoothing)
+                loss = task.loss(model, batch)
         loss.backward()
         if t.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
