@@ -1,6 +1,7 @@
 """Run a recipe on the real data and record the result.
 
     python benchmarks/run_benchmark.py ner-bilstm [--data-dir ../shared/data] [key=value ...]
+    python benchmarks/run_benchmark.py RECIPE [key=value ...] --output-dir runs/NAME --resume   # after a cut-off
 
 Appends one row to BENCHMARKS.md (score, wall time, tokens/s, parameters, machine, command) and
 one JSON line per reported metric to benchmarks/results.jsonl, with the fields
@@ -81,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--output-dir", default=None)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the interrupted run in --output-dir from its last checkpoint (same overrides)")
     args = parser.parse_intermixed_args(argv)  # overrides may come before or after the options
 
     from nlpipe.errors import NlpipeError
@@ -88,9 +91,11 @@ def main(argv: list[str] | None = None) -> int:
 
     output = Path(args.output_dir or ROOT / "benchmarks" / "out" / args.recipe)
     command = "python benchmarks/run_benchmark.py " + " ".join(shlex.quote(a) for a in [args.recipe, *args.overrides])
+    if args.resume:
+        command += " (resumed with --resume after an interruption)"
     try:
         result = run_recipe(args.recipe, args.overrides, data_dir=args.data_dir, output_dir=output,
-                            overwrite=True, progress=False)
+                            resume=args.resume, overwrite=not args.resume, progress=False)
     except NlpipeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
