@@ -40,6 +40,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -118,15 +119,17 @@ def run_onmt(venv: Path, config: Path, work: Path, minutes: float, threads: int)
         stale.unlink(missing_ok=True)
     stderr_path = work / "train.stderr"
     with open(stderr_path, "w") as stderr:  # a file, not a pipe: a full pipe would block onmt_train
+        # Its own process group: onmt_train's data-loading workers outlive a plain terminate() and would sit on
+        # the machine through the nlpipe half and later measurements.
         process = subprocess.Popen([str(venv / "bin" / "onmt_train"), "-config", str(config)], env=env,
-                                   stdout=subprocess.DEVNULL, stderr=stderr)
+                                   stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
     started = None
     while process.poll() is None:
         time.sleep(2)
         if started is None and log_path.exists() and "Start training loop" in log_path.read_text(errors="replace"):
             started = time.perf_counter()
         if started is not None and time.perf_counter() - started >= minutes * 60:
-            process.terminate()
+            os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=60)
             break
     else:
