@@ -186,16 +186,13 @@ class Seq2SeqTask(Task):
         """Mean target-token cross-entropy; with ``train.label_smoothing`` the smoothed one.
 
         Smoothing needs the logits, so the model is called without labels (its own loss would be
-        computed and thrown away) and the decoder inputs are the labels shifted right, as the models
-        build them themselves."""
+        computed and thrown away), with the decoder inputs it would build from them itself."""
         smoothing = self.recipe.train.label_smoothing
         if not smoothing:
             return model(**batch).loss
         labels = batch["labels"]
-        config = getattr(model, "module", model).config  # DDP wraps the model
-        decoder_input_ids = labels.new_full(labels.shape, config.pad_token_id)
-        decoder_input_ids[:, 1:] = labels[:, :-1].masked_fill(labels[:, :-1] == -100, config.pad_token_id)
-        decoder_input_ids[:, 0] = config.decoder_start_token_id
+        inner = getattr(model, "module", model)  # DDP wraps the model
+        decoder_input_ids = inner.prepare_decoder_input_ids_from_labels(labels=labels)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                        decoder_input_ids=decoder_input_ids).logits
         # A copy model's outputs are log-probabilities: log_softmax leaves them unchanged.

@@ -448,6 +448,10 @@ class RnnSeq2SeqForConditionalGeneration(PreTrainedModel, GenerationMixin):
         """The recurrent decoder."""
         return self.decoder
 
+    def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """The decoder inputs `forward` builds from `labels` (transformers' hook, as Marian has it)."""
+        return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+
     def get_input_embeddings(self) -> nn.Embedding:
         """The encoder's token embeddings."""
         return self.encoder.embed_tokens
