@@ -40,7 +40,19 @@ from results_log import ROOT, append_results  # noqa: E402
 
 
 def prepare(recipe_name: str, overrides: list[str], data_dir: str):
-    """Load recipe, data, tokenizer and encoded splits exactly as `run_recipe` does."""
+    """Load recipe, data, tokenizer and encoded splits exactly as `run_recipe` does.
+
+    A bad recipe name, override or data folder ends the benchmark with nlpipe's one-line message (every script
+    here that times a recipe starts with this)."""
+    from nlpipe.errors import NlpipeError
+
+    try:
+        return _prepare(recipe_name, overrides, data_dir)
+    except NlpipeError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+def _prepare(recipe_name: str, overrides: list[str], data_dir: str):
     from nlpipe.data.catalog import load_data
     from nlpipe.recipe import load_recipe
     from nlpipe.tasks import get_task
