@@ -48,6 +48,10 @@ class TokenizerSpec:
     pre_tokenizer: str = "whitespace_punctuation"
     """whitespace (split on spaces only) | whitespace_punctuation (also split off punctuation, like
     CoNLL tokenization) | byte_level (GPT-2) | metaspace (SentencePiece ▁)."""
+    line_break_token: str = ""
+    """A reserved token each line break becomes (with the whitespace around it), always one piece: the turn
+    separator of a dialogue (Gliwa et al. 2019 found it worth ≈ 3 ROUGE-1 on SAMSum). Empty: a line break is
+    ordinary text, merged into pieces with its neighbours (``?\\nB``). Decoding without special tokens drops it."""
     template: str = "none"
     """Special tokens added around a text: none | bert ([CLS] x [SEP]) | eos (x </s>) | bos_eos."""
     special_tokens: dict[str, str] = field(default_factory=lambda: {"pad_token": "[PAD]", "unk_token": "[UNK]"})
@@ -107,6 +111,15 @@ def load_spec(name_or_path: str, overrides: dict[str, Any] | None = None, source
     ):
         if value not in allowed:
             raise NlpipeError(f"{path}: key '{key}': {shorten(value)} is not one of {', '.join(allowed)}")
+    token = spec.line_break_token
+    where = f"{source}: key 'tokenizer.line_break_token'" if "line_break_token" in (overrides or {}) else (
+        f"{path}: key 'line_break_token'"
+    )
+    if token and (not isinstance(token, str) or re.search(r"\s", token) or token in spec.special_tokens.values()):
+        raise NlpipeError(
+            f"{where}: {shorten(token)} must be one word (no spaces) that is "
+            "not already one of the special tokens, e.g. '<turn>'"
+        )
     return spec
 
 
@@ -121,7 +134,21 @@ def _fingerprint(spec: TokenizerSpec, texts: list[str]) -> str:
 def _special_tokens(spec: TokenizerSpec) -> list[str]:
     order = ("pad_token", "unk_token", "bos_token", "eos_token", "cls_token", "sep_token", "mask_token")
     tokens = [spec.special_tokens[r] for r in order if r in spec.special_tokens]
+    if spec.line_break_token:
+        tokens.append(spec.line_break_token)
     return list(dict.fromkeys(tokens))
+
+
+LINE_BREAK = r"\s*\n\s*"
+"""What one line break is, with the whitespace around it (blank lines and trailing spaces included)."""
+
+
+def _add_line_break_token(tok: Any, spec: TokenizerSpec) -> None:
+    """Match the line-break token in normalized text (where the normalizer put it), as one special piece."""
+    from tokenizers import AddedToken
+
+    if spec.line_break_token:
+        tok.add_special_tokens([AddedToken(spec.line_break_token, normalized=True, special=True)])
 
 
 def _build_backend(spec: TokenizerSpec, texts: list[str]):  # -> tokenizers.Tokenizer
@@ -182,6 +209,7 @@ def _build_backend(spec: TokenizerSpec, texts: list[str]):  # -> tokenizers.Toke
     # which no Python redirect catches; stdout is data (`nlpipe eval ... | jq`), so it stays off.
     trainer.show_progress = False
     tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    _add_line_break_token(tok, spec)
     if spec.pre_tokenizer == "byte_level":
         tok.post_processor = processors.ByteLevel(trim_offsets=True)
     _set_template(tok, spec)
@@ -197,6 +225,8 @@ def _normalizers(spec: TokenizerSpec, unicode_form: Any) -> list[Any]:
         chain.append(normalizers.Lowercase())
     if spec.normalize_digits:
         chain.append(normalizers.Replace(Regex("[0-9]"), "0"))
+    if spec.line_break_token:  # last, so lowercasing cannot change the token; the space starts the next word
+        chain.append(normalizers.Replace(Regex(LINE_BREAK), spec.line_break_token + " "))
     return chain
 
 
@@ -232,8 +262,11 @@ def _train_sentencepiece(spec: TokenizerSpec, texts: list[str]):  # -> tokenizer
     st = spec.special_tokens
     if spec.normalize_digits:  # train on the text the tokenizer will see
         texts = [re.sub("[0-9]", "0", text) for text in texts]
+    if spec.line_break_token:
+        texts = [re.sub(LINE_BREAK, spec.line_break_token + " ", text) for text in texts]
     model = io.BytesIO()
     user_symbols = [t for r, t in st.items() if r not in ("unk_token",)]
+    user_symbols += [spec.line_break_token] if spec.line_break_token else []
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter([t for t in texts if t.strip()]),
         model_writer=model,
@@ -257,6 +290,7 @@ def _train_sentencepiece(spec: TokenizerSpec, texts: list[str]):  # -> tokenizer
     tok.normalizer = normalizers.Sequence(_normalizers(spec, normalizers.NFKC()))
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
+    _add_line_break_token(tok, spec)
     _set_template(tok, spec)
     return tok
 

@@ -64,6 +64,41 @@ def test_lowercase_and_digit_normalization_share_words_and_keep_offsets(tmp_path
     assert plain.convert_ids_to_tokens(plain("ANGELA 7")["input_ids"]) == ["[UNK]", "[UNK]"]
 
 
+DIALOGUE = "Amanda: cookies?\nJerry: Sure!  \n\nAmanda: tomorrow :-)"
+
+
+@pytest.mark.parametrize("name", ["unigram", "sentencepiece", "bpe", "byte-level-bpe", "word-level"])
+def test_line_break_token_is_one_reserved_piece_per_turn(name: str, tmp_path: Path) -> None:
+    texts = [DIALOGUE.replace("Amanda", who) for who in ("Amanda", "Hannah", "Tom")] * 20 + TEXTS
+    spec = load_spec(name, {"line_break_token": "<turn>", **({} if name == "word-level" else SUBWORD)})
+    tokenizer = train_tokenizer(spec, texts, tmp_path / "tok")
+    turn = tokenizer.convert_tokens_to_ids("<turn>")
+    assert turn != tokenizer.unk_token_id
+    ids = tokenizer(DIALOGUE)["input_ids"]
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    # each line break, blank lines and trailing spaces included, is exactly one reserved token between turns
+    assert ids.count(turn) == 2
+    first, second = (i for i, t in enumerate(ids) if t == turn)
+    assert not any("\n" in t or "turn" in t for t in tokens if t != "<turn>")  # no piece half of it
+    # every turn is tokenized exactly as the same line on its own
+    assert ids[:first] == tokenizer("Amanda: cookies?", add_special_tokens=False)["input_ids"]
+    assert ids[first + 1 : second] == tokenizer("Jerry: Sure!", add_special_tokens=False)["input_ids"]
+    assert ids[second + 1 :] == tokenizer("Amanda: tomorrow :-)")["input_ids"]
+    # a reload with transformers alone (no nlpipe) maps line breaks the same way
+    reloaded = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    assert reloaded(DIALOGUE)["input_ids"] == ids
+    assert "<turn>" not in reloaded.decode(ids, skip_special_tokens=True)
+    # without the setting a line break is ordinary text
+    plain = train_tokenizer(load_spec(name, {} if name == "word-level" else SUBWORD), texts)
+    assert "<turn>" not in plain.get_vocab()
+
+
+def test_line_break_token_errors() -> None:
+    for bad in ("two words", "[PAD]"):
+        with pytest.raises(NlpipeError, match=r"recipe: key 'tokenizer.line_break_token': .* one word"):
+            load_spec("word-level", {"line_break_token": bad})
+
+
 def test_bert_template_and_special_tokens() -> None:
     tokenizer = train_tokenizer(load_spec("wordpiece", SUBWORD), TEXTS)
     tokens = tokenizer.convert_ids_to_tokens(tokenizer("Paris")["input_ids"])
