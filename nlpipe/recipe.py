@@ -95,6 +95,10 @@ class TrainSection:
     label_smoothing: float = 0.0
     """translation / summarization: share of each target token's probability spread evenly over the
     vocabulary in the training loss (0.1 in Vaswani et al. 2017); evaluation scores are unaffected."""
+    average_checkpoints: int = 0
+    """When training ends, average the weights of the models at the last N validations (Vaswani et al. 2017
+    averaged the last 5-20 checkpoints) and keep the average if it scores at least as well on validation as
+    the best single model. 0 or 1: off. Costs one weight file per validation on disk and one extra validation."""
     mixed_precision: str = "no"
     """no | bf16 | fp16 | auto. bf16 autocast is fast on GPUs and on CPUs with AMX bf16 units (Xeon
     Sapphire Rapids and later: matmuls ~8x faster); on AVX2-only CPUs it is far slower and nn.LSTM may
@@ -271,6 +275,7 @@ FIELD_LIMITS: dict[str, dict[str, Limit]] = {
         "max_grad_norm": POSITIVE, "eval_every_steps": OPTIONAL_COUNT, "early_stopping_patience": COUNT, "seed": SEED,
         "log_every_steps": COUNT, "checkpoint_every_steps": COUNT, "bptt_length": COUNT,
         "distill_alpha": Limit(0, 1), "distill_temperature": POSITIVE, "label_smoothing": PROBABILITY,
+        "average_checkpoints": OPTIONAL_COUNT,
     },
     "BudgetSection": {"steps": COUNT, "tokens": POSITIVE, "minutes": POSITIVE},
     "EvalSection": {"batch_size": COUNT},

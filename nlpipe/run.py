@@ -300,6 +300,8 @@ def _train_and_write(
         "best_validation": result.best_metric,
         "stopped_because": result.stopped_because,
     }
+    if result.checkpoint_average:  # train.average_checkpoints: which steps, their average's score, kept or not
+        metrics["train"]["checkpoint_average"] = result.checkpoint_average
     if result.budget:  # train.budget: what it was and the steps it was planned as
         metrics["train"]["budget"] = result.budget
     metrics["parameters"] = n_params

@@ -64,6 +64,7 @@ def remove_temporary_files(run_dir: Path) -> list[Path]:
     ``latest``/``best``/log files): only names that nlpipe's own atomic writes use. Returns them."""
     root = run_dir / "checkpoints"
     found = [*root.glob(".step-*"), *root.glob(".latest.*"), *root.glob(".best.tmp*"),
+             *root.glob("averaging/.*.tmp*"),
              *run_dir.glob(".train_log.jsonl.*")]
     for stale in found:
         if stale.is_symlink() or not stale.is_dir():

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from ..errors import NlpipeError
 from ..recipe import Recipe
 from ..tasks.base import Task
+from . import checkpoint_averaging
 from .batching import LengthBucketBatchSampler
 from .budget import resolve_budget, synchronized_clock
 from .checkpointing import (
@@ -60,6 +61,8 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     budget: dict[str, Any] | None = None
     """`BudgetPlan.summary` when the recipe set ``train.budget``."""
+    checkpoint_average: dict[str, Any] | None = None
+    """``train.average_checkpoints``: the steps averaged, the average's validation score, and whether it was kept."""
 
 
 class _StopTraining(Exception):
@@ -338,6 +341,7 @@ def _train(
         t.lr_scheduler, optimizer, num_warmup_steps=t.warmup_steps, num_training_steps=total_steps
     )
     unwrapped = accelerator.unwrap_model(model)
+    averaging = t.average_checkpoints >= 2
 
     state: dict[str, Any] = {
         "global_step": 0, "epoch": 0, "batches_done": 0, "best_metric": None, "best_step": None,
@@ -377,6 +381,8 @@ def _train(
         pending_rng = load_rng_state(found, accelerator.process_index, accelerator.num_processes)
         if state["batches_done"]:  # mid-epoch: continue from the state the task carried at the checkpoint
             pending_task_state = {k: v.to(accelerator.device) for k, v in load_task_state(found).items()}
+        if accelerator.is_main_process and averaging:  # later snapshots belong to steps trained again
+            checkpoint_averaging.drop_after(ckpt_root, state["global_step"])
         if accelerator.is_main_process:  # the log holds exactly what the checkpoint knows, nothing after it
             write_text_atomic(log_path, "".join(json.dumps(r) + "\n" for r in state["history"]))
         accelerator.print(f"resumed from {found} (step {state['global_step']}, epoch {state['epoch']})")
@@ -474,6 +480,15 @@ def _train(
                 raise write_failed(failed or OSError("on the main process"), "the best model")
         else:
             state["evals_without_improvement"] += 1
+        if averaging:
+            failed = None
+            if accelerator.is_main_process:
+                try:
+                    checkpoint_averaging.save_snapshot(ckpt_root, unwrapped, state["global_step"])
+                except OSError as exc:
+                    failed = exc
+            if _any_process(accelerator, failed is not None)[0]:
+                raise write_failed(failed or OSError("on the main process"), "the weights to average")
         state["last_eval_step"] = state["global_step"]
         log({"step": state["global_step"], "epoch": state["epoch"], "split": "validation",
              **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
@@ -482,8 +497,46 @@ def _train(
             + ("  (best)" if improved else f"  (best {state['best_metric']:.2f} at step {state['best_step']})")
         )
         checkpoint()
+        if averaging and accelerator.is_main_process:  # only now: a resume from this checkpoint has them all
+            checkpoint_averaging.keep_newest(ckpt_root, t.average_checkpoints)
         patience = t.early_stopping_patience
         return patience is not None and state["evals_without_improvement"] >= patience
+
+    def average_and_select() -> dict[str, Any] | None:
+        """Score the mean of the newest snapshots on validation; it becomes the best model if at least as good."""
+        accelerator.wait_for_everyone()
+        found = checkpoint_averaging.snapshots(ckpt_root)[-t.average_checkpoints:]
+        if len(found) < 2:
+            return None
+        average_path = checkpoint_averaging.snapshot_dir(ckpt_root) / "average.safetensors"
+        failed = None
+        if accelerator.is_main_process:
+            try:
+                checkpoint_averaging.average([path for _, path in found], average_path)
+            except OSError as exc:
+                failed = exc
+        if _any_process(accelerator, failed is not None)[0]:
+            raise write_failed(failed or OSError("on the main process"), "the averaged weights")
+        load_model(unwrapped, str(average_path))
+        model.eval()
+        with torch.no_grad():
+            metrics = task.evaluate(model, encoded["validation"], raw["validation"], accelerator, ev.batch_size)
+        model.train()
+        value = metrics[ev.metric]
+        kept = not _is_better(state["best_metric"], value, ev.greater_is_better)  # at least as good
+        steps = [step for step, _ in found]
+        accelerator.print(
+            f"average of the weights at steps {', '.join(map(str, steps))}: validation {ev.metric} = {value:.2f}  "
+            + (f"(kept; best single model {state['best_metric']:.2f} at step {state['best_step']})" if kept
+               else f"(not kept: best single model {state['best_metric']:.2f} at step {state['best_step']})")
+        )
+        accelerator.wait_for_everyone()
+        if kept:
+            if accelerator.is_main_process:
+                average_path.replace(best_path)
+            state["best_metric"] = value
+        accelerator.wait_for_everyone()
+        return {"steps": steps, "validation": value, "kept": kept}
 
     from tqdm.auto import tqdm
 
@@ -631,6 +684,7 @@ def _train(
         bar.close()
     if state["best_step"] is None:  # e.g. max_epochs=0
         evaluate_and_select()
+    averaged = average_and_select() if averaging else None
     wall = time.perf_counter() - started
     train_only = max(wall - state.get("eval_seconds", 0.0), 1e-9)  # tokens/s counts training time only
     tokens = state["train_tokens"]
@@ -651,4 +705,5 @@ def _train(
         stopped_because=stopped,
         history=state["history"],
         budget=plan.summary() if plan else None,
+        checkpoint_average=averaged,
     )

@@ -36,6 +36,7 @@ RECIPE_ARGS = [
     "model.embedding_dim=16", "model.dropout=0.3", "model.embedding_dropout=0.1", "train.max_epochs=2",
     "train.batch_size=16", "train.learning_rate=0.01", "train.checkpoint_every_steps=4",
     "train.log_every_steps=1", "train.early_stopping_patience=null",
+    "train.average_checkpoints=2",  # the snapshots to average must survive a kill and --resume exactly too
 ]
 KILL_AFTER_CHECKPOINT = 16  # 13 batches per epoch: step 16 is the 3rd batch of epoch 2
 
