@@ -461,3 +461,81 @@ def test_save_and_reload_in_a_fresh_process_gives_identical_logits(tmp_path: Pat
                                    msg=name)
     saved = json.loads((tmp_path / "rnn_tied" / "config.json").read_text())
     assert saved["model_type"] == "nlpipe_rnn_lm" and saved["cell"] == "rnn" and saved["eos_token_id"] == 2
+
+
+# Variational (locked) dropout and weight dropout: training runs self.rnn's layers one at a time.
+
+
+def _padded_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    ids = prompts(3, 9)
+    mask = torch.ones_like(ids)
+    mask[0, :3] = 0  # left padding
+    mask[1, 6:] = 0  # right padding
+    return ids, mask
+
+
+@pytest.mark.parametrize(("cell", "padded"), itertools.product(CELLS, [False, True]))
+def test_layer_by_layer_training_path_equals_the_fused_stack(cell: str, padded: bool) -> None:
+    # With every rate at 0 the two paths compute the same function: outputs, final state and gradients.
+    fused = make_model(cell, dropout=0.0, embedding_dropout=0.0).train()
+    layered = make_model(cell, dropout=0.0, embedding_dropout=0.0, variational_dropout=True).train()
+    assert layered.state_dict().keys() == fused.state_dict().keys()  # same weights file either way
+    ids, mask = _padded_batch()
+    with torch.no_grad():
+        state = fused(input_ids=prompts(3, 4, seed=5)).cache  # a carried (detached) state, as in truncated BPTT
+    outputs = [m(input_ids=ids, attention_mask=mask if padded else None, labels=ids, cache=state)
+               for m in (fused, layered)]
+    torch.testing.assert_close(outputs[1].logits, outputs[0].logits, atol=1e-5, rtol=1e-5)
+    for ours, theirs in zip(_tensors(outputs[1].cache), _tensors(outputs[0].cache), strict=True):
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    for out in outputs:
+        out.loss.backward()
+    for (name, p_fused), p_layered in zip(fused.named_parameters(), layered.parameters(), strict=True):
+        torch.testing.assert_close(p_layered.grad, p_fused.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_weight_dropout_is_dropconnect_on_each_recurrent_matrix() -> None:
+    model = make_model("lstm", dropout=0.0, embedding_dropout=0.0, weight_dropout=0.5).train()
+    ids = prompts(2, 6)
+    torch.manual_seed(7)
+    out = model(input_ids=ids).logits
+    # Reference: the fused stack with each weight_hh replaced by the same dropped matrix (same RNG draws, layer order).
+    reference = make_model("lstm", dropout=0.0, embedding_dropout=0.0).eval()
+    torch.manual_seed(7)
+    with torch.no_grad():
+        for layer in range(2):
+            weight = getattr(reference.rnn, f"weight_hh_l{layer}")
+            weight.copy_(torch.nn.functional.dropout(weight, 0.5, training=True))
+    torch.testing.assert_close(out, reference(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
+    assert (model.rnn.weight_hh_l0 != 0).all()  # the parameters themselves are untouched
+    out.sum().backward()
+    assert model.rnn.weight_hh_l0.grad is not None and model.rnn.weight_hh_l0.grad.abs().sum() > 0
+
+
+def test_variational_dropout_uses_one_mask_per_sequence() -> None:
+    seen: list[torch.Tensor] = []
+    for variational in (True, False):
+        model = make_model("gru", dropout=0.5, embedding_dropout=0.0, variational_dropout=variational).train()
+        hook = model.lm_head.register_forward_hook(lambda m, args, out: seen.append(args[0].detach()))
+        torch.manual_seed(3)
+        model(input_ids=prompts(4, 12))
+        hook.remove()
+    locked, per_position = (h == 0 for h in seen)  # (B, T, H): where the output dropout zeroed a feature
+    assert (locked == locked[:, :1]).all()  # the same features dropped at every step of a sequence
+    assert locked.any() and not (locked == locked[:1]).all()  # but a different mask for each sequence
+    assert not (per_position == per_position[:, :1]).all()  # the ordinary dropout redraws at every step
+
+
+def test_regularized_model_evaluates_and_generates_like_the_plain_one() -> None:
+    plain = make_model("lstm")
+    regularized = make_model("lstm", variational_dropout=True, weight_dropout=0.5)
+    regularized.load_state_dict(plain.state_dict())
+    ids = prompts(2, 5)
+    torch.testing.assert_close(regularized(input_ids=ids).logits, plain(input_ids=ids).logits)
+    assert torch.equal(regularized.generate(ids, max_new_tokens=6, do_sample=False),
+                       plain.generate(ids, max_new_tokens=6, do_sample=False))
+
+
+def test_weight_dropout_out_of_range_is_refused() -> None:
+    with pytest.raises(StrictDataclassClassValidationError, match="weight_dropout must be in"):
+        RnnLmConfig(weight_dropout=1.0)

@@ -30,6 +30,15 @@ class RnnLmConfig(PretrainedConfig):
             Dropout between stacked recurrent layers and on the output of the last layer.
         embedding_dropout (`float`, *optional*, defaults to 0.1):
             Dropout on the token embeddings.
+        variational_dropout (`bool`, *optional*, defaults to `False`):
+            Draw each dropout mask once per sequence and use it at every time step (Gal & Ghahramani 2016;
+            "locked" dropout in AWD-LSTM, Merity et al. 2018) for the embeddings, between layers and on the
+            output, instead of a new mask per position. Training then runs the layers one at a time;
+            evaluation and generation are unchanged (no dropout there).
+        weight_dropout (`float`, *optional*, defaults to 0.0):
+            DropConnect on the hidden-to-hidden weights of every layer during training (AWD-LSTM uses 0.5 on
+            Penn Treebank): one mask per forward pass, shared by all time steps, so the recurrence itself is
+            regularized without touching the fused recurrent kernel.
         tie_word_embeddings (`bool`, *optional*, defaults to `True`):
             Share one matrix between the input embeddings and the output layer (`lm_head.weight` is
             `embed_tokens.weight`). The output layer then reads `embedding_dim` features: when
@@ -65,6 +74,8 @@ class RnnLmConfig(PretrainedConfig):
     num_layers: int = 2
     dropout: float | int = 0.2
     embedding_dropout: float | int = 0.1
+    variational_dropout: bool = False
+    weight_dropout: float | int = 0.0
     tie_word_embeddings: bool = True
     initializer_range: float = 0.1
     pad_token_id: int | None = None
@@ -79,7 +90,7 @@ class RnnLmConfig(PretrainedConfig):
         for key in ("vocab_size", "embedding_dim", "hidden_size", "num_layers"):
             if getattr(self, key) < 1:
                 raise ValueError(f"RnnLmConfig: {key} must be >= 1, got {getattr(self, key)}")
-        for key in ("dropout", "embedding_dropout"):
+        for key in ("dropout", "embedding_dropout", "weight_dropout"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ValueError(f"RnnLmConfig: {key} must be in [0, 1), got {getattr(self, key)}")
 

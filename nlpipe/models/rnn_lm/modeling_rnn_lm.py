@@ -10,6 +10,12 @@ one, which serves two users:
 State layout is what `nn.LSTM` / `nn.GRU` / `nn.RNN` use, batch on dim 1: LSTM `(h, c)` with each
 `(num_layers, B, hidden_size)`, GRU/RNN a single `h` tensor of that shape.
 
+Regularization: `variational_dropout` (one mask per sequence, reused at every step) and `weight_dropout`
+(DropConnect on the recurrent weights) act in training only. They need dropout between the layers and on
+a weight matrix, which the fused multi-layer `nn.LSTM` cannot do, so training with either runs the layers one
+at a time through `torch.func.functional_call` on the same parameters (`rnn.weight_hh_l0`, ...): the saved
+weights, evaluation, generation and export are those of the ordinary fused stack.
+
 Padding: positions with `attention_mask == 0` are skipped, i.e. the state passes through them unchanged
 (so a left-padded prompt continues exactly like the unpadded one); their outputs are zeros and their
 logits meaningless (give them label -100).
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.func import functional_call
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from transformers import GenerationMixin, PreTrainedModel
@@ -84,7 +91,6 @@ class RnnForCausalLM(RnnLmPreTrainedModel, GenerationMixin):
     def __init__(self, config: RnnLmConfig) -> None:
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.embedding_dim)
-        self.embedding_dropout = nn.Dropout(config.embedding_dropout)
         self.rnn = RNN_CLASSES[config.cell](
             input_size=config.embedding_dim,
             hidden_size=config.hidden_size,
@@ -93,7 +99,12 @@ class RnnForCausalLM(RnnLmPreTrainedModel, GenerationMixin):
             dropout=config.dropout if config.num_layers > 1 else 0.0,
             batch_first=True,
         )
-        self.dropout = nn.Dropout(config.dropout)
+        # Shapes only (on the meta device, never registered): what functional_call runs one layer of self.rnn as.
+        self._layer_shapes = [
+            RNN_CLASSES[config.cell](input_size=config.embedding_dim if layer == 0 else config.hidden_size,
+                                     hidden_size=config.hidden_size, batch_first=True, device="meta")
+            for layer in range(config.num_layers)
+        ] if config.variational_dropout or config.weight_dropout else []
         head_in = config.hidden_size
         self.output_projection = None
         if config.tie_word_embeddings and config.embedding_dim != config.hidden_size:
@@ -143,7 +154,7 @@ class RnnForCausalLM(RnnLmPreTrainedModel, GenerationMixin):
         `attention_mask` is 0 leave the state unchanged and get zero outputs, wherever they are.
         """
         if attention_mask is None or bool(attention_mask.all()):
-            return self.rnn(inputs, state)
+            return self._recur(inputs, None, state)
         keep = attention_mask.bool()  # (B, T)
         lengths = keep.sum(dim=1)
         batch_size, seq_len = keep.shape
@@ -153,9 +164,7 @@ class RnnForCausalLM(RnnLmPreTrainedModel, GenerationMixin):
         gather_idx = order.unsqueeze(-1).expand_as(inputs)  # (B, T, E)
         compact = inputs.gather(1, gather_idx)
         # pack_padded_sequence refuses empty rows: run them on one (pad) token and restore their state below.
-        packed = pack_padded_sequence(compact, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
-        packed_out, final_state = self.rnn(packed, state)
-        compact_out, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=seq_len)  # (B, T, H)
+        compact_out, final_state = self._recur(compact, lengths.clamp(min=1), state)  # (B, T, H)
         scatter_idx = order.unsqueeze(-1).expand_as(compact_out)
         outputs = torch.zeros_like(compact_out).scatter(1, scatter_idx, compact_out)
         outputs = outputs * keep.unsqueeze(-1).to(outputs.dtype)
@@ -168,6 +177,62 @@ class RnnForCausalLM(RnnLmPreTrainedModel, GenerationMixin):
             else:
                 final_state = torch.where(pick, start, final_state)
         return outputs, final_state
+
+    def _recur(
+        self, inputs: torch.Tensor, lengths: torch.Tensor | None, state: RecurrentState | None
+    ) -> tuple[torch.Tensor, RecurrentState]:
+        """The stacked recurrence over (B, T, E) inputs whose rows hold `lengths` real steps at the front
+        (None: all T). Outputs past a row's length are zeros."""
+        if self.training and self._layer_shapes:
+            return self._recur_layer_by_layer(inputs, lengths, state)
+        if lengths is None:
+            return self.rnn(inputs, state)
+        packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        packed_out, final_state = self.rnn(packed, state)
+        outputs, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=inputs.shape[1])
+        return outputs, final_state
+
+    def _recur_layer_by_layer(
+        self, inputs: torch.Tensor, lengths: torch.Tensor | None, state: RecurrentState | None
+    ) -> tuple[torch.Tensor, RecurrentState]:
+        """Training with variational or weight dropout: `self.rnn`'s layers one at a time, with DropConnect on
+        each hidden-to-hidden matrix and a per-sequence (locked) dropout mask between layers."""
+        config = self.config
+        hidden, finals = inputs, []
+        for layer, shape in enumerate(self._layer_shapes):
+            weights = {f"{name}_l0": getattr(self.rnn, f"{name}_l{layer}")
+                       for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+            if config.weight_dropout:
+                weights["weight_hh_l0"] = F.dropout(weights["weight_hh_l0"], config.weight_dropout, training=True)
+            layer_state = None
+            if state is not None:
+                layer_state = (tuple(s[layer : layer + 1] for s in state) if isinstance(state, tuple)
+                               else state[layer : layer + 1])
+            if lengths is None:
+                hidden, final = functional_call(shape, weights, (hidden, layer_state))
+            else:
+                packed = pack_padded_sequence(hidden, lengths.cpu(), batch_first=True, enforce_sorted=False)
+                packed_out, final = functional_call(shape, weights, (packed, layer_state))
+                hidden, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=inputs.shape[1])
+            if layer < config.num_layers - 1:
+                hidden = self._between_layers(hidden)
+            finals.append(final)
+        if isinstance(finals[0], tuple):
+            return hidden, tuple(torch.cat(parts, dim=0) for parts in zip(*finals, strict=True))
+        return hidden, torch.cat(finals, dim=0)
+
+    def _between_layers(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Dropout between stacked layers (only on the layer-by-layer path; nn.RNN* does its own otherwise)."""
+        return self._drop(hidden, self.config.dropout)
+
+    def _drop(self, hidden: torch.Tensor, rate: float) -> torch.Tensor:
+        """Dropout on (B, T, D): one mask per sequence (all T steps) with variational_dropout, else per position."""
+        if not self.training or not rate:
+            return hidden
+        if not self.config.variational_dropout:
+            return F.dropout(hidden, rate, training=True)
+        mask = hidden.new_empty(hidden.shape[0], 1, hidden.shape[2]).bernoulli_(1 - rate) / (1 - rate)
+        return hidden * mask
 
     def forward(
         self,
@@ -213,9 +278,9 @@ class RnnForCausalLM(RnnLmPreTrainedModel, GenerationMixin):
             # With a cache generate() feeds only the newest token but the full-length mask.
             attention_mask = attention_mask[:, -seq_len:].to(inputs_embeds.device)
 
-        hidden = self.embedding_dropout(inputs_embeds)
+        hidden = self._drop(inputs_embeds, self.config.embedding_dropout)
         hidden, state = self.run_rnn(hidden, attention_mask, cache)  # (B, T, H)
-        hidden = self.dropout(hidden)
+        hidden = self._drop(hidden, self.config.dropout)
         if self.output_projection is not None:
             hidden = self.output_projection(hidden)  # (B, T, E)
         logits = self.lm_head(hidden)  # (B, T, V)
