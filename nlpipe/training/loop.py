@@ -518,10 +518,12 @@ def _train(
         if _any_process(accelerator, failed is not None)[0]:
             raise write_failed(failed or OSError("on the main process"), "the averaged weights")
         load_model(unwrapped, str(average_path))
+        eval_started = time.perf_counter()
         model.eval()
         with torch.no_grad():
             metrics = task.evaluate(model, encoded["validation"], raw["validation"], accelerator, ev.batch_size)
         model.train()
+        state["eval_seconds"] = state.get("eval_seconds", 0.0) + time.perf_counter() - eval_started
         value = metrics[ev.metric]
         kept = not _is_better(state["best_metric"], value, ev.greater_is_better)  # at least as good
         steps = [step for step, _ in found]
