@@ -18,7 +18,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from nlpipe.models.auto_registration import register_all
 from nlpipe.models.rnn_lm.configuration_rnn_lm import RnnLmConfig
-from nlpipe.models.rnn_lm.modeling_rnn_lm import RnnForCausalLM
+from nlpipe.models.rnn_lm.modeling_rnn_lm import RnnForCausalLM, uniform_mask_dropout
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CELLS = ["lstm", "gru", "rnn"]
@@ -505,7 +505,7 @@ def test_weight_dropout_is_dropconnect_on_each_recurrent_matrix() -> None:
     with torch.no_grad():
         for layer in range(2):
             weight = getattr(reference.rnn, f"weight_hh_l{layer}")
-            weight.copy_(torch.nn.functional.dropout(weight, 0.5, training=True))
+            weight.copy_(uniform_mask_dropout(weight, 0.5, training=True))
     torch.testing.assert_close(out, reference(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
     assert (model.rnn.weight_hh_l0 != 0).all()  # the parameters themselves are untouched
     out.sum().backward()

@@ -36,6 +36,23 @@ from .configuration_rnn_lm import RnnLmConfig
 
 RNN_CLASSES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
+# Copied from nlpipe.models.rnn_tagger.modeling_rnn_tagger.uniform_mask_dropout
+
+def uniform_mask_dropout(hidden: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    """`F.dropout`, with the mask drawn as ``torch.rand(...) >= rate`` on a CPU.
+
+    Same distribution (each element kept with probability 1 - rate, scaled by 1 / (1 - rate)), ≈ 2x faster
+    forward + backward on a CPU than the ``bernoulli_`` kernel behind `F.dropout` (measured on (64, 35, 650)
+    float32 and bf16 and on a 2600×650 weight: docs/performance.md). Other devices keep `F.dropout`'s fused kernel.
+    """
+    if not training or rate == 0:
+        return hidden
+    if hidden.device.type != "cpu" or rate >= 1:
+        return F.dropout(hidden, rate, training=True)
+    keep = torch.rand(hidden.shape, device=hidden.device) >= rate  # float32 uniforms, also under bf16 autocast
+    return hidden * keep.to(hidden.dtype).mul_(1.0 / (1.0 - rate))
+
+
 # LSTM: (h, c); GRU / RNN: h. Every tensor is (num_layers, B, hidden_size).
 RecurrentState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
@@ -203,7 +220,7 @@ class RnnForCausalLM(RnnLmPreTrainedModel, GenerationMixin):
             weights = {f"{name}_l0": getattr(self.rnn, f"{name}_l{layer}")
                        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
             if config.weight_dropout:
-                weights["weight_hh_l0"] = F.dropout(weights["weight_hh_l0"], config.weight_dropout, training=True)
+                weights["weight_hh_l0"] = uniform_mask_dropout(weights["weight_hh_l0"], config.weight_dropout, True)
             layer_state = None
             if state is not None:
                 layer_state = (tuple(s[layer : layer + 1] for s in state) if isinstance(state, tuple)
@@ -230,9 +247,9 @@ class RnnForCausalLM(RnnLmPreTrainedModel, GenerationMixin):
         if not self.training or not rate:
             return hidden
         if not self.config.variational_dropout:
-            return F.dropout(hidden, rate, training=True)
-        mask = hidden.new_empty(hidden.shape[0], 1, hidden.shape[2]).bernoulli_(1 - rate) / (1 - rate)
-        return hidden * mask
+            return uniform_mask_dropout(hidden, rate, training=True)
+        # One mask per sequence: drop the (B, 1, D) of ones and broadcast it over the T steps.
+        return hidden * uniform_mask_dropout(hidden.new_ones(hidden.shape[0], 1, hidden.shape[2]), rate, True)
 
     def forward(
         self,

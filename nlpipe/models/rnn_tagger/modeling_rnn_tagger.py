@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from transformers import PreTrainedModel
 from transformers import initialization as init
@@ -22,6 +23,28 @@ from .crf import ConditionalRandomField, iob2_transition_constraints
 from .two_pass_rnn import bidirectional_two_pass
 
 RNN_CLASSES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+def uniform_mask_dropout(hidden: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    """`F.dropout`, with the mask drawn as ``torch.rand(...) >= rate`` on a CPU.
+
+    Same distribution (each element kept with probability 1 - rate, scaled by 1 / (1 - rate)), ≈ 2x faster
+    forward + backward on a CPU than the ``bernoulli_`` kernel behind `F.dropout` (measured on (64, 35, 650)
+    float32 and bf16 and on a 2600×650 weight: docs/performance.md). Other devices keep `F.dropout`'s fused kernel.
+    """
+    if not training or rate == 0:
+        return hidden
+    if hidden.device.type != "cpu" or rate >= 1:
+        return F.dropout(hidden, rate, training=True)
+    keep = torch.rand(hidden.shape, device=hidden.device) >= rate  # float32 uniforms, also under bf16 autocast
+    return hidden * keep.to(hidden.dtype).mul_(1.0 / (1.0 - rate))
+
+
+class UniformMaskDropout(nn.Dropout):
+    """`nn.Dropout` (same settings and state) computed by `uniform_mask_dropout`."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - nn.Dropout's own argument name
+        return uniform_mask_dropout(input, self.p, self.training)
 
 
 class RnnTaggerPreTrainedModel(PreTrainedModel):
@@ -55,7 +78,7 @@ class RnnForTokenClassification(RnnTaggerPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.embeddings = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=config.pad_token_id)
-        self.embedding_dropout = nn.Dropout(config.embedding_dropout)
+        self.embedding_dropout = UniformMaskDropout(config.embedding_dropout)
         input_size = config.embedding_dim
         self.char_encoder = None
         if config.char_encoder != "none":
@@ -76,7 +99,7 @@ class RnnForTokenClassification(RnnTaggerPreTrainedModel):
             dropout=config.dropout if config.num_layers > 1 else 0.0,
             batch_first=True,
         )
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = UniformMaskDropout(config.dropout)
         directions = 2 if config.bidirectional else 1
         self.classifier = nn.Linear(directions * config.hidden_size, config.num_labels)
         self.crf = None
