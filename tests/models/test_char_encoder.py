@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nlpipe.models.rnn_tagger.char_encoder import CharWordEncoder, encode_words_to_char_ids
+from nlpipe.models.rnn_tagger import char_encoder
+from nlpipe.models.rnn_tagger.char_encoder import CharWordEncoder, distinct_rows, encode_words_to_char_ids
 
 CHARS = {char: i + 2 for i, char in enumerate("abcdefghijklmnopqrstuvwxyz")}  # 0 pad, 1 unk
 NUM_CHARS = len(CHARS) + 2
@@ -163,3 +164,32 @@ def test_gradients_are_bit_identical_with_several_threads(kind):
     finally:
         torch.set_num_threads(threads)
     assert all(torch.equal(a, b) for later in grads[1:] for a, b in zip(grads[0], later, strict=True))
+
+
+def _rows(count: int, seed: int, high: int = 90) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    pool = torch.randint(1, high, (count // 3 + 1, 12), generator=gen)
+    lengths = torch.randint(1, 13, (pool.shape[0],), generator=gen)
+    pool[torch.arange(12)[None] >= lengths[:, None]] = 0  # right-padded spellings, many repeated below
+    return pool[torch.randint(0, pool.shape[0], (count,), generator=gen)]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_distinct_rows_equals_the_row_wise_unique(seed: int) -> None:
+    words = _rows(700, seed)
+    distinct, occurrence = distinct_rows(words)
+    expected, _ = torch.unique(words, dim=0, return_inverse=True)
+    assert torch.equal(distinct[occurrence], words)  # every word maps back to its own spelling
+    assert distinct.shape == expected.shape  # each spelling once
+    assert torch.equal(torch.unique(distinct, dim=0), expected)
+
+
+def test_distinct_rows_stays_exact_when_keys_collide(monkeypatch) -> None:
+    words = _rows(300, 7)
+    monkeypatch.setattr(char_encoder, "ROW_KEY_WEIGHTS", torch.zeros(64, dtype=torch.int64))  # every key equal
+    distinct, occurrence = distinct_rows(words)
+    assert torch.equal(distinct[occurrence], words)
+    assert torch.equal(distinct, torch.unique(words, dim=0))
+    wide = _rows(50, 8, high=2**21)  # ids too large for the key: the row-wise unique answers
+    distinct, occurrence = distinct_rows(wide)
+    assert torch.equal(distinct[occurrence], wide)
