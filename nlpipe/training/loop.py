@@ -62,7 +62,8 @@ class TrainResult:
     budget: dict[str, Any] | None = None
     """`BudgetPlan.summary` when the recipe set ``train.budget``."""
     checkpoint_average: dict[str, Any] | None = None
-    """``train.average_checkpoints``: the steps averaged, the average's validation score, and whether it was kept."""
+    """``train.average_checkpoints``: the steps averaged, the average's validation score, the best single model's
+    (score and step) and whether the average was kept."""
 
 
 class _StopTraining(Exception):
@@ -532,13 +533,15 @@ def _train(
             + (f"(kept; best single model {state['best_metric']:.2f} at step {state['best_step']})" if kept
                else f"(not kept: best single model {state['best_metric']:.2f} at step {state['best_step']})")
         )
+        record = {"steps": steps, "validation": value, "kept": kept,
+                  "best_single_validation": state["best_metric"], "best_single_step": state["best_step"]}
         accelerator.wait_for_everyone()
         if kept:
             if accelerator.is_main_process:
                 average_path.replace(best_path)
             state["best_metric"] = value
         accelerator.wait_for_everyone()
-        return {"steps": steps, "validation": value, "kept": kept}
+        return record
 
     from tqdm.auto import tqdm
 

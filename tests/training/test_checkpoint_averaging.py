@@ -84,6 +84,8 @@ def test_run_averages_the_last_validations_and_keeps_the_better_model(tmp_path: 
     assert [s for s, _ in on_disk] == record["steps"]  # older ones were pruned
     assert [path for _, path in on_disk] == files
     best_single = max(r["f1"] for r in validations)
+    assert record["best_single_validation"] == best_single
+    assert record["best_single_step"] == next(r["step"] for r in validations if r["f1"] == best_single)
     assert best_single > 5  # a model that learned something, so the selection is not a tie of zeros
     final = load_file(str(run_dir / "model.safetensors"))
     if record["kept"]:
