@@ -133,7 +133,7 @@ def run_raw(recipe, task, tokenizer, batches, *, padded: bool = False, fused: bo
     # Counted as nlpipe counts them (source + target tokens for seq2seq), outside the timed loop.
     tokens = sum(task.count_tokens(b) for b in batches)
     state = None  # a recurrent LM's state, carried (detached) from window to window: truncated BPTT
-    # The recipe's own precision (``auto`` is bf16 autocast on an AMX CPU), as nlpipe's Accelerate runs it,
+    # The recipe's own precision (``auto`` is bf16 autocast on a CPU with bf16 units), as nlpipe's Accelerate runs it,
     # so that the ratio measures the loop and not the arithmetic.
     from nlpipe.run import resolve_mixed_precision
 

@@ -100,8 +100,9 @@ class TrainSection:
     averaged the last 5-20 checkpoints) and keep the average if it scores at least as well on validation as
     the best single model. 0 or 1: off. Costs one weight file per validation on disk and one extra validation."""
     mixed_precision: str = "no"
-    """no | bf16 | fp16 | auto. bf16 autocast is fast on GPUs and on CPUs with AMX bf16 units (Xeon
-    Sapphire Rapids and later: matmuls ~8x faster); on AVX2-only CPUs it is far slower and nn.LSTM may
+    """no | bf16 | fp16 | auto. bf16 autocast is fast on GPUs and on CPUs that multiply bf16 in hardware:
+    AMX tiles (Xeon Sapphire Rapids and later: matmuls ~8x faster) or AVX-512 BF16 (AMD Zen 4 and later:
+    matmuls ~2.4x, whole training steps 1.5-1.8x); on AVX2-only CPUs it is far slower and nn.LSTM may
     fail (HF5 notes). ``auto`` picks bf16 where it is fast and no elsewhere. Final scores are always
     computed in full precision."""
     eval_every_steps: int | None = None

@@ -135,9 +135,18 @@ def resolve_mixed_precision(setting: str, cpu: bool) -> str:
 
     if not cpu:
         return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    # Without AMX tiles bf16 matmuls are emulated: many times slower than float32 (HF5 notes).
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    return "bf16" if amx() else "no"
+    # bf16 pays where the CPU multiplies bf16 in hardware: AMX tiles (Xeon Sapphire Rapids+) or AVX-512 BF16 dot
+    # products (AMD Zen 4+, Xeon Cooper Lake+; whole training steps 1.5-1.8x, benchmarks/perf_precision.py).
+    # Without either, bf16 matmuls are emulated: many times slower than float32 (HF5 notes).
+    return "bf16" if cpu_has_bf16_units() else "no"
+
+
+def cpu_has_bf16_units() -> bool:
+    """Whether this CPU computes bf16 matrix products in hardware (AMX tiles or AVX-512 BF16)."""
+    import torch
+
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
 
 
 def count_parameters(model: Any) -> int:

@@ -22,7 +22,7 @@ Same data, same subwords, same sizes, same machine, back to back (OpenNMT-py fir
   not counted), and evaluates on the test set with its recipe's beam 5.
 
 Precision: each tool as it trains out of the box on this machine. The nlpipe recipes say
-``mixed_precision: auto`` (bf16 autocast on a CPU with AMX or a GPU, float32 elsewhere); OpenNMT-py 3.0.4
+``mixed_precision: auto`` (bf16 autocast on a GPU or a CPU with bf16 units, AMX or AVX-512 BF16; float32 elsewhere); OpenNMT-py 3.0.4
 offers ``model_dtype`` fp32 or fp16, and its fp16 is ``torch.cuda.amp`` (CUDA only), so on a CPU it trains in
 float32. For float32 on both sides pass ``--nlpipe-override 'train.mixed_precision="no"'``. Label smoothing
 is the recipe's on both sides (``label_smoothing``).

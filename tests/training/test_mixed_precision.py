@@ -49,13 +49,15 @@ def test_bf16_runs(recipe: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert (tmp_path / "run" / "model.safetensors").is_file()
 
 
-@pytest.mark.parametrize(("amx", "expected"), [(True, "bf16"), (False, "no")])
-def test_auto_mixed_precision_is_bf16_only_where_the_cpu_has_amx(
-    amx: bool, expected: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("amx", "avx512_bf16", "expected"),
+                         [(True, True, "bf16"), (True, False, "bf16"), (False, True, "bf16"), (False, False, "no")])
+def test_auto_mixed_precision_is_bf16_only_where_the_cpu_multiplies_bf16_in_hardware(
+    amx: bool, avx512_bf16: bool, expected: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from nlpipe.run import resolve_mixed_precision
 
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
     assert resolve_mixed_precision("auto", cpu=True) == expected
     assert resolve_mixed_precision("no", cpu=True) == "no"
     assert resolve_mixed_precision("bf16", cpu=True) == "bf16"  # an explicit choice is kept
