@@ -106,4 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from nlpipe.cpu_allocator import use_tcmalloc
+
+    use_tcmalloc()  # as the nlpipe command does (nlpipe/cpu_allocator.py); NLPIPE_ALLOCATOR=system: glibc
     sys.exit(main())

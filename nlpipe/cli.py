@@ -462,6 +462,9 @@ def main() -> None:
     """
     import signal
 
+    from .cpu_allocator import use_tcmalloc
+
+    use_tcmalloc()  # re-executes this command with tcmalloc preloaded where it is installed (faster CPU training)
     # SIGTERM (kill, job schedulers) outside the training loop, which checkpoints on it itself: stop with one
     # line and exit 143, unwinding normally so that a run folder this command prepared is cleaned up or stays
     # resumable (nlpipe/run_folder.py) instead of the process dying mid-write.

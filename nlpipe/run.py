@@ -56,7 +56,10 @@ def machine_description() -> str:
                 break
     except OSError:
         pass
-    return f"CPU {cpu}, {torch.get_num_threads()} threads"
+    from .cpu_allocator import loaded_allocator
+
+    allocator = loaded_allocator()  # tcmalloc changes CPU training speed (nlpipe/cpu_allocator.py)
+    return f"CPU {cpu}, {torch.get_num_threads()} threads" + (f", {allocator}" if allocator != "system" else "")
 
 
 def git_commit() -> str | None:

@@ -27,6 +27,10 @@ offers ``model_dtype`` fp32 or fp16, and its fp16 is ``torch.cuda.amp`` (CUDA on
 float32. For float32 on both sides pass ``--nlpipe-override 'train.mixed_precision="no"'``. Label smoothing
 is the recipe's on both sides (``label_smoothing``).
 
+Memory allocator: the script runs as the ``nlpipe`` command does, with tcmalloc preloaded where it is installed
+(nlpipe/cpu_allocator.py), and OpenNMT-py's processes inherit it, so both sides train with the same allocator;
+``NLPIPE_ALLOCATOR=system`` runs both on glibc's malloc. The device column of the record names it.
+
 Both outputs are detokenized by the same tokenizer and scored by nlpipe's sacreBLEU (same signature).
 Tokens/s counts source + target subword tokens: OpenNMT-py's own "src/tgt tok/s" report lines (median of the
 windows after the first), nlpipe's log windows (median after the first) and its whole-run figure.
@@ -224,4 +228,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from nlpipe.cpu_allocator import use_tcmalloc
+
+    use_tcmalloc()  # as the nlpipe command does (nlpipe/cpu_allocator.py); NLPIPE_ALLOCATOR=system: glibc
     raise SystemExit(main())
