@@ -70,7 +70,10 @@ def main(argv: list[str]) -> int:
     print(f"{name}: {steps} steps, CPU seconds system malloc {system:.2f}, tcmalloc {tcmalloc:.2f}: "
           f"{system / tcmalloc:.3f}x; peak RSS {rss['system']:.0f} vs {rss['tcmalloc']:.0f} MB; runs {runs}")
     if record:
+        import torch
         from results_log import append_results
+
+        torch.set_num_threads(1)  # the device line names the children's thread count
 
         append_results([{"recipe": name, "metric": "tcmalloc_over_system_step_speed", "value": round(system / tcmalloc, 3),
                          "steps": steps, "cpu_seconds_system": round(system, 2), "cpu_seconds_tcmalloc": round(tcmalloc, 2),

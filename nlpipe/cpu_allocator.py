@@ -1,11 +1,11 @@
-"""Run nlpipe's commands with tcmalloc where it is installed: training steps on a CPU 1.15-1.26x faster.
+"""Run nlpipe's commands with tcmalloc where it is installed: training steps on a CPU 1.11-1.24x faster.
 
 Why: glibc's malloc serves every block above 32 MiB with a fresh `mmap` and unmaps it on free, so a training
 step that allocates the same large tensors every step (a seq2seq batch's (B·T, vocab) float32 logits are
 ≈ 45 MB) has the kernel map and zero fresh pages for them every step, one page fault per 4 KiB. tcmalloc
 keeps such pages for reuse. Measured with `benchmarks/perf_allocator.py` (AMD EPYC, one thread, raw training
-steps): `translation-transformer` 1.26x faster with a lower peak (1,281 vs 1,503 MB), `translation-lstm-luong`
-1.15x. We tried the alternatives: glibc's own options (`mallopt`: no mmap, no trimming) were as fast but grew
+steps): `translation-transformer` 1.24x faster with a lower peak (1,284 vs 1,531 MB), `translation-lstm-luong`
+1.11x (1,313 vs 1,478 MB). We tried the alternatives: glibc's own options (`mallopt`: no mmap, no trimming) were as fast but grew
 the heap step after step (aligned blocks do not fit the freed ones: +45 % memory after 240 steps); jemalloc with
 its defaults returns pages to the OS and was slower than glibc here; transparent huge pages for torch's
 blocks (`THP_MEM_ALLOC_ENABLE=1`) cut the faults 30x but gained only 1.06x (the pages are still zeroed).
