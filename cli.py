@@ -1,4 +1,4 @@
 """Shim so `python cli.py ...` works from a checkout; the real CLI is nlpipe/cli.py."""
-from nlpipe.cli import main
+from nlpipe.cli import entry_point
 
-main()
+entry_point()

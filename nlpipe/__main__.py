@@ -1,5 +1,5 @@
 """``python -m nlpipe`` = the ``nlpipe`` command."""
 
-from .cli import main
+from .cli import entry_point
 
-main()
+entry_point()

@@ -453,8 +453,20 @@ def serve_cli(
     serve(run_dir, host=host, port=port, onnx=onnx, limits=limits)
 
 
+def entry_point() -> None:
+    """The ``nlpipe`` program (console script, ``python -m nlpipe``, the ``cli.py`` shim): `main` with tcmalloc.
+
+    Only a program's own entry re-executes itself with tcmalloc preloaded where it is installed (faster CPU
+    training, nlpipe/cpu_allocator.py); `main` called from someone else's Python never replaces their process.
+    """
+    from .cpu_allocator import use_tcmalloc
+
+    use_tcmalloc()
+    main()
+
+
 def main() -> None:
-    """Entry point of the console script: run the CLI, turning NlpipeError into one clean line.
+    """Run the CLI, turning NlpipeError into one clean line.
 
     typer's standalone mode (its public default) handles everything click-level the way any typer
     CLI does: usage errors print usage + one ``Error:`` line with exit code 2, Ctrl-C exits 130, a
@@ -462,9 +474,6 @@ def main() -> None:
     """
     import signal
 
-    from .cpu_allocator import use_tcmalloc
-
-    use_tcmalloc()  # re-executes this command with tcmalloc preloaded where it is installed (faster CPU training)
     # SIGTERM (kill, job schedulers) outside the training loop, which checkpoints on it itself: stop with one
     # line and exit 143, unwinding normally so that a run folder this command prepared is cleaned up or stays
     # resumable (nlpipe/run_folder.py) instead of the process dying mid-write.

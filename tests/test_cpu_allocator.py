@@ -72,3 +72,23 @@ def test_a_users_other_preloads_are_kept(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("LD_PRELOAD", "/opt/lib/libfaketime.so.1")
     cpu_allocator.use_tcmalloc()
     assert calls[0]["LD_PRELOAD"] == "libtcmalloc_minimal.so.4:/opt/lib/libfaketime.so.1"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or cpu_allocator.find_tcmalloc() is None,
+                    reason="tcmalloc is not installed (Debian: libtcmalloc-minimal4)")
+def test_the_program_entry_reexecutes_but_main_called_from_python_never_does() -> None:
+    entry = ("import nlpipe.cli as cli, nlpipe.cpu_allocator as a\n"
+             "cli.main = lambda: print(a.loaded_allocator())\n"
+             "cli.entry_point()\n")
+    out = subprocess.run([sys.executable, "-c", entry], env=_clean_env(), capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "tcmalloc"
+    # Someone else's program calling `main` (a test runner, a notebook) keeps its own process and allocator.
+    embedded = ("import os, sys\n"
+                "os.execve = lambda *a: sys.exit('main() tried to replace the calling process')\n"
+                "sys.argv = ['nlpipe', 'recipes', 'list']\n"
+                "from nlpipe.cli import main\n"
+                "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+                "import nlpipe.cpu_allocator as a\nprint(a.loaded_allocator())\n")
+    out = subprocess.run([sys.executable, "-c", embedded], env=_clean_env(), capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip().splitlines()[-1] == "system"
