@@ -59,8 +59,11 @@ def main(argv: list[str]) -> int:
         env.pop("LD_PRELOAD", None)
         if variant == "tcmalloc":
             env.update(LD_PRELOAD=library, TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD=str(1 << 40))
-        out = subprocess.run([sys.executable, __file__, "--child", name, str(steps)], env=env, check=True,
-                             capture_output=True, text=True).stdout
+        child_run = subprocess.run([sys.executable, __file__, "--child", name, str(steps)], env=env,
+                                   capture_output=True, text=True)
+        if child_run.returncode != 0:  # e.g. a bad recipe name: the child's own one-line message
+            raise SystemExit((child_run.stderr.strip().splitlines() or ["error: the timing process failed"])[-1])
+        out = child_run.stdout
         result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
         assert result["allocator"] == variant, result
         runs[variant].append(result)

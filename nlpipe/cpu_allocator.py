@@ -54,7 +54,10 @@ def use_tcmalloc() -> None:
 
     Returns normally when nothing is to be done; otherwise does not return (`os.execve`).
     """
-    if not sys.platform.startswith("linux") or os.environ.get(ENV_SWITCH, "tcmalloc") == "system":
+    choice = os.environ.get(ENV_SWITCH, "tcmalloc")
+    if choice not in ("tcmalloc", "system"):
+        sys.exit(f"error: environment variable {ENV_SWITCH}={choice!r}: use tcmalloc (the default) or system")
+    if not sys.platform.startswith("linux") or choice == "system":
         return
     preload = os.environ.get("LD_PRELOAD", "")
     if os.environ.get(_REEXECUTED) or any(name in preload for name in _ALLOCATORS):

@@ -92,3 +92,11 @@ def test_the_program_entry_reexecutes_but_main_called_from_python_never_does() -
     out = subprocess.run([sys.executable, "-c", embedded], env=_clean_env(), capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip().splitlines()[-1] == "system"
+
+
+def test_an_unknown_switch_value_is_one_clear_line() -> None:
+    out = subprocess.run([sys.executable, "-c", REPORT], env=_clean_env(NLPIPE_ALLOCATOR="jemalloc2"),
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert out.stderr.strip() == ("error: environment variable NLPIPE_ALLOCATOR='jemalloc2': "
+                                  "use tcmalloc (the default) or system")
