@@ -3,7 +3,7 @@
     python benchmarks/perf_data_share.py ner-bilstm [--steps 100] [--threads 1] [--record]
 
 Data loading is what the training DataLoader does per batch: fetch the batch's rows from the encoded
-HF dataset (``Dataset.__getitems__``) and ``task.collate`` them. The raw step is `perf_overhead.run_raw`
+HF dataset (``Dataset.__getitems__``, the columns the task's training loader keeps) and ``task.collate`` them. The raw step is `perf_overhead.run_raw`
 (forward, loss, backward, clip, fused Adam) on the same batches. Both are process CPU time, not wall
 time, so the share stays meaningful on a machine loaded by other jobs, where wall-clock ratios from
 `perf_overhead.py` swing by ±40 % from round to round. (The whole loop's other per-step work — NaN
@@ -44,9 +44,10 @@ def main(argv: list[str] | None = None) -> int:
                                                   args.data_dir)
     if recipe.task == "causal-lm":
         raise SystemExit("causal-lm trains on tensor windows of one stream (no per-row collation); nothing to measure")
-    t, rows = recipe.train, encoded["train"]
-    sampler = LengthBucketBatchSampler(rows["length"], t.batch_size, batch_tokens=t.batch_tokens, seed=t.seed,
-                                       bucket=t.bucket_by_length)
+    t = recipe.train
+    sampler = LengthBucketBatchSampler(encoded["train"]["length"], t.batch_size, batch_tokens=t.batch_tokens,
+                                       seed=t.seed, bucket=t.bucket_by_length)
+    rows = task.train_loader(encoded["train"], recipe)[0].dataset  # the columns the training loader fetches
     indices = list(sampler)[: args.steps]
     loading = []
     for _ in range(args.rounds):

@@ -69,6 +69,10 @@ class Task:
         """Pad a list of encoded examples into a batch of tensors."""
         raise NotImplementedError
 
+    columns_not_for_training: tuple[str, ...] = ()
+    """Encoded columns that only evaluation reads: the training loader does not fetch them (every fetched
+    column is converted from Arrow on every step)."""
+
     # -- model ----------------------------------------------------------------------------------
     def model_values(self, tokenizer: Any) -> dict[str, Any]:
         """Config values only the task knows (vocabulary size, labels, special token ids)."""

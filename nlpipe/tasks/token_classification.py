@@ -38,22 +38,32 @@ def token_char_ids(
     return [[] if span is None else next(encoded) for span in text_spans]
 
 
-def pad_char_ids(rows: list[list[list[int]]], num_tokens: int) -> torch.Tensor:
-    """Pad per-example lists of per-token char ids into a (B, T, C) long tensor of zeros (the padding id).
+def flat_char_ids(token_chars: list[list[int]]) -> tuple[list[int], list[int]]:
+    """One row's per-token char ids as (all ids in order, ids per token): how the encoded dataset keeps them.
 
-    All ids go through numpy in one pass and land with two masked copies, not one small tensor per word:
-    per-word tensors made collation ≈ 6 % of a tagger's training step (`benchmarks/perf_profile.py`).
+    Flat rows are what make the training loader cheap: fetching a nested list-of-lists column from the
+    Arrow table cost ≈ 1.6 ms per 32-sentence batch, two flat columns ≈ 0.3 ms (`benchmarks/perf_data_share.py`).
     """
-    tokens_per_row = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
-    words = list(itertools.chain.from_iterable(rows))
-    lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+    return list(itertools.chain.from_iterable(token_chars)), [len(chars) for chars in token_chars]
+
+
+def pad_char_ids(char_ids: list[list[int]], char_lengths: list[list[int]], num_tokens: int) -> torch.Tensor:
+    """Pad flat per-example char ids into a (B, T, C) long tensor of zeros (the padding id).
+
+    ``char_ids[b]`` holds all character ids of example b's tokens in order and ``char_lengths[b]`` how many
+    of them each token has (`flat_char_ids`). All ids go through numpy in one pass and land with two masked
+    copies, not one small tensor per word: per-word tensors made collation ≈ 6 % of a tagger's training
+    step (`benchmarks/perf_profile.py`).
+    """
+    tokens_per_row = np.fromiter(map(len, char_lengths), dtype=np.int64, count=len(char_lengths))
+    lengths = np.fromiter(itertools.chain.from_iterable(char_lengths), dtype=np.int64, count=int(tokens_per_row.sum()))
     longest = int(lengths.max(initial=1)) or 1
-    out = np.zeros((len(rows), num_tokens, longest), dtype=np.int64)
+    out = np.zeros((len(char_lengths), num_tokens, longest), dtype=np.int64)
     if lengths.any():
-        per_token = np.zeros((len(words), longest), dtype=np.int64)
+        per_token = np.zeros((len(lengths), longest), dtype=np.int64)
         # Row-major masked assignment: each token's ids land left-aligned in its own row, in order.
         per_token[np.arange(longest) < lengths[:, None]] = np.fromiter(
-            itertools.chain.from_iterable(words), dtype=np.int64, count=int(lengths.sum()))
+            itertools.chain.from_iterable(char_ids), dtype=np.int64, count=int(lengths.sum()))
         out[np.arange(num_tokens) < tokens_per_row[:, None]] = per_token
     return torch.from_numpy(out)
 
@@ -167,7 +177,7 @@ class TokenClassificationTask(Task):
                 batch["tokens"], is_split_into_words=True, truncation=True, max_length=max_length,
                 return_offsets_mapping=self.uses_chars,
             )
-            all_labels, all_first, all_chars = [], [], []
+            all_labels, all_first, all_chars, all_char_lengths = [], [], [], []
             for row, tags in enumerate(batch["tags"]):
                 word_ids = enc.word_ids(row)
                 labels, first = [], [-1] * len(tags)
@@ -188,7 +198,9 @@ class TokenClassificationTask(Task):
                     words = batch["tokens"][row]
                     spans = [None if word is None else words[word][start:end]
                              for word, (start, end) in zip(word_ids, enc["offset_mapping"][row], strict=True)]
-                    all_chars.append(token_char_ids(spans, char_to_id, self.max_word_chars))
+                    chars, char_lengths = flat_char_ids(token_char_ids(spans, char_to_id, self.max_word_chars))
+                    all_chars.append(chars)
+                    all_char_lengths.append(char_lengths)
             features = {
                 "input_ids": enc["input_ids"],
                 "labels": all_labels,
@@ -197,6 +209,7 @@ class TokenClassificationTask(Task):
             }
             if self.uses_chars:
                 features["char_ids"] = all_chars
+                features["char_lengths"] = all_char_lengths
             if teacher is not None:  # train.teacher: the teacher's distribution at each word's first piece
                 dists = teacher_word_distributions(*teacher, batch["tokens"], self.recipe.train.distill_temperature,
                                                    max_length)
@@ -210,13 +223,16 @@ class TokenClassificationTask(Task):
 
         return dataset.map(encode_batch, batched=True, remove_columns=dataset.column_names, desc=f"encode {split}")
 
+    columns_not_for_training = ("first_piece",)
+
     def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         longest = max(len(f["input_ids"]) for f in features)
         input_ids, mask = pad_rows([f["input_ids"] for f in features], longest, self.pad_token_id)
         labels, _ = pad_rows([f["labels"] for f in features], longest, -100)
         batch = {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
         if "char_ids" in features[0]:
-            batch["char_ids"] = pad_char_ids([f["char_ids"] for f in features], longest)
+            batch["char_ids"] = pad_char_ids([f["char_ids"] for f in features], [f["char_lengths"] for f in features],
+                                             longest)
         if "soft_labels" in features[0]:
             soft = torch.zeros((len(features), longest, len(self.labels)))
             for row, f in enumerate(features):
@@ -250,7 +266,7 @@ class TokenClassificationTask(Task):
         predictions: list[tuple[int, list[str]]] = []
         columns = ["input_ids", "labels", "first_piece", "length"]
         if "char_ids" in encoded.column_names:
-            columns.append("char_ids")
+            columns += ["char_ids", "char_lengths"]
         for indices, batch in eval_batches(self, encoded, batch_size, accelerator, columns):
             batch = {k: v for k, v in batch.items() if k != "labels"}
             logits = model(**batch).logits
@@ -284,8 +300,8 @@ def tag_words(model: Any, tokenizer: Any, text: str) -> list[dict[str, Any]]:
     if getattr(config, "char_encoder", "none") != "none":
         # Same characters as in training: the token's surface text (here sliced from the raw text).
         spans = [None if word is None else text[start:end] for word, (start, end) in zip(word_ids, offsets, strict=True)]
-        inputs["char_ids"] = pad_char_ids([token_char_ids(spans, config.char_to_id(), config.max_word_chars)],
-                                          len(word_ids))
+        chars, char_lengths = flat_char_ids(token_char_ids(spans, config.char_to_id(), config.max_word_chars))
+        inputs["char_ids"] = pad_char_ids([chars], [char_lengths], len(word_ids))
     with torch.no_grad():
         logits = model(**inputs).logits
         path = TokenClassificationTask.decode(model, logits, encoding["attention_mask"])[0].tolist()

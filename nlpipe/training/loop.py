@@ -118,7 +118,9 @@ def train_loader(task: Task, encoded: Any, recipe: Recipe) -> tuple[DataLoader, 
     sampler = LengthBucketBatchSampler(
         encoded["length"], t.batch_size, batch_tokens=t.batch_tokens, seed=t.seed, bucket=t.bucket_by_length
     )
-    return DataLoader(encoded, batch_sampler=sampler, collate_fn=task.collate), sampler
+    unused = [name for name in (*task.columns_not_for_training, "length") if name in encoded.column_names]
+    rows = encoded.remove_columns(unused) if unused else encoded  # a view: the Arrow table is shared, not copied
+    return DataLoader(rows, batch_sampler=sampler, collate_fn=task.collate), sampler
 
 
 class _VariableSizeBatches:

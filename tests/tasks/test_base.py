@@ -29,7 +29,7 @@ def test_pad_rows_and_pad_char_ids_equal_element_by_element_padding() -> None:
     import random
 
     from nlpipe.tasks.base import pad_rows
-    from nlpipe.tasks.token_classification import pad_char_ids
+    from nlpipe.tasks.token_classification import flat_char_ids, pad_char_ids
 
     rng = random.Random(0)
     for _ in range(100):
@@ -43,7 +43,8 @@ def test_pad_rows_and_pad_char_ids_equal_element_by_element_padding() -> None:
 
         chars = [[[rng.randint(1, 50) for _ in range(rng.choice([0, 0, 1, 4, 9]))] for _ in range(len(r))]
                  for r in rows]
-        out = pad_char_ids(chars, longest)
+        flat = [flat_char_ids(row) for row in chars]
+        out = pad_char_ids([ids for ids, _ in flat], [lengths for _, lengths in flat], longest)
         width = max((len(c) for row in chars for c in row), default=1) or 1
         expected = torch.zeros((len(rows), longest, width), dtype=torch.long)
         for b, row in enumerate(chars):

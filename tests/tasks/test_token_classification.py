@@ -49,6 +49,15 @@ def test_char_vocab_comes_from_training_words_and_reaches_the_config() -> None:
     assert model.config.char_vocab == task.char_vocab and model.config.use_crf
 
 
+def nested_chars(row: dict) -> list[list[int]]:
+    """An encoded row's char ids split per token (the dataset keeps them flat, with ``char_lengths``)."""
+    flat, out = iter(row["char_ids"]), []
+    for length in row["char_lengths"]:
+        out.append([next(flat) for _ in range(length)])
+    assert next(flat, None) is None, "char_lengths must account for every char id"
+    return out
+
+
 def test_char_ids_are_the_characters_of_each_token_piece() -> None:
     task, tokenizer, raw = prepared("ner-bilstm-crf", ["model.max_word_chars=8"])
     id_to_char = {i + 2: c for i, c in enumerate(task.char_vocab)}
@@ -58,8 +67,9 @@ def test_char_ids_are_the_characters_of_each_token_piece() -> None:
         for row, words in zip(encoded, raw[split]["tokens"], strict=True):
             # Reference: the pieces the tokenizer's own pre-tokenizer cuts each word into.
             pieces = [piece for word in words for piece, _ in pre_tokenizer.pre_tokenize_str(word)]
-            assert len(row["char_ids"]) == len(row["input_ids"]) == len(pieces)
-            for chars, piece in zip(row["char_ids"], pieces, strict=True):
+            token_chars = nested_chars(row)
+            assert len(token_chars) == len(row["input_ids"]) == len(pieces)
+            for chars, piece in zip(token_chars, pieces, strict=True):
                 expected = piece if len(piece) <= 8 else piece[:4] + piece[-4:]
                 assert "".join(id_to_char.get(i, "?") for i in chars) == "".join(
                     c if c in task.char_vocab else "?" for c in expected
@@ -69,18 +79,33 @@ def test_char_ids_are_the_characters_of_each_token_piece() -> None:
     assert [p for p, _ in pre_tokenizer.pre_tokenize_str("U.S.")] == ["U", ".", "S", "."]
 
 
+def test_training_loader_fetches_only_what_collate_reads() -> None:
+    """The training loader leaves out the evaluation-only columns and still yields exactly the collated rows."""
+    task, tokenizer, raw = prepared("ner-bilstm-crf", ["train.batch_size=1"])
+    encoded = task.encode(raw["train"], tokenizer, "train")
+    assert {"first_piece", "length"} <= set(encoded.column_names)
+    loader, sampler = task.train_loader(encoded, task.recipe)
+    assert set(loader.dataset.column_names) == {"input_ids", "labels", "char_ids", "char_lengths"}
+    batches = list(loader)
+    assert len(batches) == len(sampler) > 1
+    for indices, batch in zip(sampler, batches, strict=True):
+        expected = task.collate([encoded[i] for i in indices])  # every column fetched
+        assert batch.keys() == expected.keys()
+        assert all(torch.equal(batch[k], expected[k]) for k in expected)
+
+
 def test_collate_pads_char_ids_with_zeros() -> None:
     task, tokenizer, raw = prepared("ner-bilstm-crf")
     encoded = task.encode(raw["train"], tokenizer, "train")
     rows = [encoded[0], encoded[1]]
     batch = task.collate(rows)
-    longest_word = max(len(c) for row in rows for c in row["char_ids"])
+    longest_word = max(len(c) for row in rows for c in nested_chars(row))
     assert batch["char_ids"].shape == (2, batch["input_ids"].shape[1], longest_word)
     for b, row in enumerate(rows):
-        for t, chars in enumerate(row["char_ids"]):
+        for t, chars in enumerate(nested_chars(row)):
             assert batch["char_ids"][b, t, : len(chars)].tolist() == chars
             assert int(batch["char_ids"][b, t, len(chars) :].abs().sum()) == 0
-        assert int(batch["char_ids"][b, len(row["char_ids"]) :].abs().sum()) == 0
+        assert int(batch["char_ids"][b, len(nested_chars(row)) :].abs().sum()) == 0
     # A batch trains: the model accepts it and returns a finite CRF loss.
     model = task.build_model(tokenizer)
     assert torch.isfinite(model(**batch).loss)
