@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def child(name: str, steps: int) -> None:
     import torch
-
     from perf_overhead import ROOT, fixed_steps_overrides, prepare, raw_batches, run_raw
 
     from nlpipe.cpu_allocator import loaded_allocator
