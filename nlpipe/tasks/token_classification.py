@@ -41,8 +41,8 @@ def token_char_ids(
 def flat_char_ids(token_chars: list[list[int]]) -> tuple[list[int], list[int]]:
     """One row's per-token char ids as (all ids in order, ids per token): how the encoded dataset keeps them.
 
-    Flat rows are what make the training loader cheap: fetching a nested list-of-lists column from the
-    Arrow table cost ≈ 1.6 ms per 32-sentence batch, two flat columns ≈ 0.3 ms (`benchmarks/perf_data_share.py`).
+    Flat rows keep the training loader cheap: converting a nested list-of-lists column from the Arrow table
+    cost ≈ 1.7 ms per 32-sentence batch, the two flat columns ≈ 0.3 ms (glibc malloc; docs/performance.md).
     """
     return list(itertools.chain.from_iterable(token_chars)), [len(chars) for chars in token_chars]
 
