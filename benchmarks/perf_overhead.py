@@ -8,7 +8,8 @@ gradient clipping:
 
 - ``nlpipe``: `nlpipe.training.loop.train` as `run_recipe` calls it (Accelerate, DataLoader collating
   HF-datasets rows, scheduler, NaN check, logging, TensorBoard, final checkpoint), stopped by
-  ``train.max_steps``; its tokens/s is the one nlpipe reports (evaluation time excluded).
+  ``train.max_steps``; its tokens/s is the one nlpipe reports (training steps only: evaluations and the checkpoints
+  written with them are pauses, as the raw loop has none).
 - ``raw``: a hand-written loop over batches collated *before* the clock starts (the strictest limit:
   no data loading at all; the same fused Adam as nlpipe) — forward, loss, backward, clip, step, zero_grad.
 - ``raw-unfused``: the same with a plain ``torch.optim.Adam(params, lr)`` as most hand-written loops have it.

@@ -397,6 +397,17 @@ def _train(
                 handle.write(json.dumps(record) + "\n")
         accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=state["global_step"])
 
+    @contextmanager
+    def paused() -> Iterator[None]:
+        """Time away from training steps: an evaluation with the saving and averaging that go with it, or a
+        checkpoint. Kept in ``eval_seconds`` (the checkpoint's key), which tokens/s leaves out and the budget
+        plan spreads over all steps, so neither counts a pause as slow training."""
+        paused_at = time.perf_counter()
+        try:
+            yield
+        finally:
+            state["eval_seconds"] = state.get("eval_seconds", 0.0) + time.perf_counter() - paused_at
+
     def write_failed(exc: OSError, what: str) -> NlpipeError:
         """One line for a failed write (ENOSPC, EDQUOT, EIO...): which, why, and what --resume will use."""
         previous = latest_checkpoint(ckpt_root)
@@ -453,12 +464,14 @@ def _train(
 
     def evaluate_and_select() -> bool:
         """Evaluate on validation; keep the best weights; return True when early stopping triggers."""
-        eval_started = time.perf_counter()
+        with paused():
+            return _evaluate_and_select()
+
+    def _evaluate_and_select() -> bool:
         model.eval()
         with torch.no_grad():
             metrics = task.evaluate(model, encoded["validation"], raw["validation"], accelerator, ev.batch_size)
         model.train()
-        state["eval_seconds"] = state.get("eval_seconds", 0.0) + time.perf_counter() - eval_started
         if ev.metric not in metrics:
             raise NlpipeError(
                 f"{recipe.source}: key 'eval.metric': '{ev.metric}' is not computed by this task; "
@@ -507,6 +520,10 @@ def _train(
 
     def average_and_select() -> dict[str, Any] | None:
         """Score the mean of the newest snapshots on validation; it becomes the best model if at least as good."""
+        with paused():
+            return _average_and_select()
+
+    def _average_and_select() -> dict[str, Any] | None:
         accelerator.wait_for_everyone()
         found = checkpoint_averaging.snapshots(ckpt_root)[-t.average_checkpoints:]
         if len(found) < 2:
@@ -521,12 +538,10 @@ def _train(
         if _any_process(accelerator, failed is not None)[0]:
             raise write_failed(failed or OSError("on the main process"), "the averaged weights")
         load_model(unwrapped, str(average_path))
-        eval_started = time.perf_counter()
         model.eval()
         with torch.no_grad():
             metrics = task.evaluate(model, encoded["validation"], raw["validation"], accelerator, ev.batch_size)
         model.train()
-        state["eval_seconds"] = state.get("eval_seconds", 0.0) + time.perf_counter() - eval_started
         value = metrics[ev.metric]
         kept = not _is_better(state["best_metric"], value, ev.greater_is_better)  # at least as good
         steps = [step for step, _ in found]
@@ -647,7 +662,8 @@ def _train(
                                 stopped = "early_stopping"
                                 raise _StopTraining
                         elif t.checkpoint_every_steps and state["global_step"] % t.checkpoint_every_steps == 0:
-                            checkpoint()
+                            with paused():
+                                checkpoint()
                         if plan is not None and plan.exhausted(state["global_step"], clock[0]):
                             stopped = "budget"
                             raise _StopTraining
@@ -693,7 +709,7 @@ def _train(
         evaluate_and_select()
     averaged = average_and_select() if averaging else None
     wall = time.perf_counter() - started
-    train_only = max(wall - state.get("eval_seconds", 0.0), 1e-9)  # tokens/s counts training time only
+    train_only = max(wall - state.get("eval_seconds", 0.0), 1e-9)  # tokens/s counts training steps only (paused())
     tokens = state["train_tokens"]
     if accelerator.num_processes > 1:
         tokens = int(accelerator.reduce(torch.tensor([tokens], device=accelerator.device), reduction="sum").item())
