@@ -19,7 +19,7 @@ from ..data.catalog import CATALOG
 from ..data.readers import check_iob_tag
 from ..errors import NlpipeError, shorten
 from ..metrics import compute_metric
-from .base import Task, eval_batches, pad_rows
+from .base import Task, concatenated, eval_batches, pad_rows
 
 
 def token_char_ids(
@@ -56,14 +56,13 @@ def pad_char_ids(char_ids: list[list[int]], char_lengths: list[list[int]], num_t
     step (`benchmarks/perf_profile.py`).
     """
     tokens_per_row = np.fromiter(map(len, char_lengths), dtype=np.int64, count=len(char_lengths))
-    lengths = np.fromiter(itertools.chain.from_iterable(char_lengths), dtype=np.int64, count=int(tokens_per_row.sum()))
+    lengths = concatenated(char_lengths, int(tokens_per_row.sum()))
     longest = int(lengths.max(initial=1)) or 1
     out = np.zeros((len(char_lengths), num_tokens, longest), dtype=np.int64)
     if lengths.any():
         per_token = np.zeros((len(lengths), longest), dtype=np.int64)
         # Row-major masked assignment: each token's ids land left-aligned in its own row, in order.
-        per_token[np.arange(longest) < lengths[:, None]] = np.fromiter(
-            itertools.chain.from_iterable(char_ids), dtype=np.int64, count=int(lengths.sum()))
+        per_token[np.arange(longest) < lengths[:, None]] = concatenated(char_ids, int(lengths.sum()))
         out[np.arange(num_tokens) < tokens_per_row[:, None]] = per_token
     return torch.from_numpy(out)
 

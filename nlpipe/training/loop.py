@@ -30,6 +30,7 @@ from ..errors import NlpipeError
 from ..recipe import Recipe
 from ..tasks.base import Task
 from . import checkpoint_averaging
+from .arrow_rows import arrow_rows
 from .batching import LengthBucketBatchSampler
 from .budget import resolve_budget, synchronized_clock
 from .checkpointing import (
@@ -120,7 +121,8 @@ def train_loader(task: Task, encoded: Any, recipe: Recipe) -> tuple[DataLoader, 
     )
     unused = [name for name in (*task.columns_not_for_training, "length") if name in encoded.column_names]
     rows = encoded.remove_columns(unused) if unused else encoded  # a view: the Arrow table is shared, not copied
-    return DataLoader(rows, batch_sampler=sampler, collate_fn=task.collate), sampler
+    fast = arrow_rows(rows)  # the same rows, read from the Arrow buffers without `datasets`' formatting
+    return DataLoader(rows if fast is None else fast, batch_sampler=sampler, collate_fn=task.collate), sampler
 
 
 class _VariableSizeBatches:
