@@ -2,9 +2,10 @@
 
     python benchmarks/perf_data_share.py ner-bilstm [--steps 100] [--threads 1] [--record]
 
-Data loading is what the training DataLoader does per batch: fetch the batch's rows from the encoded
-HF dataset (``Dataset.__getitems__``, the columns the task's training loader keeps) and ``task.collate`` them. The raw step is `perf_overhead.run_raw`
-(forward, loss, backward, clip, fused Adam) on the same batches. Both are process CPU time, not wall
+Data loading is what the training DataLoader does per batch: fetch the batch's rows from the dataset the
+task's training loader reads (its columns, through `nlpipe.training.arrow_rows` where the layout allows) and
+``task.collate`` them. The raw step is `perf_overhead.run_raw` (forward, loss, backward, clip, fused Adam) on
+the same batches. Both are process CPU time, not wall
 time, so the share stays meaningful on a machine loaded by other jobs, where wall-clock ratios from
 `perf_overhead.py` swing by ±40 % from round to round. (The whole loop's other per-step work — NaN
 check, logging, Accelerate wrappers — measured ≈ 0.4 % of a step in `perf_profile.py`.)
