@@ -99,6 +99,10 @@ class TrainSection:
     """When training ends, average the weights of the models at the last N validations (Vaswani et al. 2017
     averaged the last 5-20 checkpoints) and keep the average if it scores at least as well on validation as
     the best single model. 0 or 1: off. Costs one weight file per validation on disk and one extra validation."""
+    average_checkpoints_until: str = "last"
+    """last | best: the N validations averaged end at the last one, or at the best one (with the N-1 before it)
+    for runs that peak before their schedule ends: averaging around the peak instead of over the plateau
+    after it. ``best`` keeps up to 2N-1 weight files on disk."""
     mixed_precision: str = "no"
     """no | bf16 | fp16 | auto. bf16 autocast is fast on GPUs and on CPUs that multiply bf16 in hardware:
     AMX tiles (Xeon Sapphire Rapids and later: matmuls ~8x faster) or AVX-512 BF16 (AMD Zen 4 and later:
@@ -615,6 +619,8 @@ def parse_recipe(raw: Any, source: str = "<memory>") -> Recipe:
         raise NlpipeError(f"{source}: key 'train.mixed_precision': choose no, bf16, fp16 or auto")
     if recipe.train.optimizer not in ("adam", "adamw", "sgd"):
         raise NlpipeError(f"{source}: key 'train.optimizer': choose adam, adamw or sgd")
+    if recipe.train.average_checkpoints_until not in ("last", "best"):
+        raise NlpipeError(f"{source}: key 'train.average_checkpoints_until': choose last or best")
     if recipe.task not in ("masked-lm", "causal-lm"):
         for key in ("extra_datasets", "text_files"):
             if getattr(recipe.data, key):

@@ -1,11 +1,12 @@
-"""Checkpoint averaging (``train.average_checkpoints: N``): the mean of the weights at the last N validations.
+"""Checkpoint averaging (``train.average_checkpoints: N``): the mean of the weights at the last N validations,
+or with ``train.average_checkpoints_until: best`` at the N validations that end at the best one.
 
 Vaswani et al. (2017) averaged the last 5–20 checkpoints of their Transformers; Popel & Bojar (2018) measured
 +0.2–1 BLEU from it. The training loop writes the weights of every validation to
-``checkpoints/averaging/step-NNNNNNNN.safetensors`` and keeps the newest N (pruned only after the checkpoint of
-the same step is written, so an interrupted run resumes to the same set). When training ends the newest N are
-averaged and the average is scored on validation like any other model; it replaces the best single model only
-if it scores at least as well, so switching it on cannot make a run's model worse on validation.
+``checkpoints/averaging/step-NNNNNNNN.safetensors`` and keeps the ones an average can still use (pruned only after
+the checkpoint of the same step is written, so an interrupted run resumes to the same set). When training ends the
+N of the window are averaged and the average is scored on validation like any other model; it replaces the best
+single model only if it scores at least as well, so switching it on cannot make a run's model worse on validation.
 """
 
 from __future__ import annotations
@@ -44,10 +45,24 @@ def save_snapshot(ckpt_root: Path, model: torch.nn.Module, step: int) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def keep_newest(ckpt_root: Path, count: int) -> None:
-    """Delete all but the newest `count` snapshots (nlpipe's own files, in its own folder)."""
-    for _, path in snapshots(ckpt_root)[:-count]:
-        path.unlink(missing_ok=True)
+def window(found: list[tuple[int, Path]], count: int, until_step: int | None = None) -> list[tuple[int, Path]]:
+    """The `count` snapshots of `found` (oldest first) that end at `until_step`, or at the newest when None."""
+    if until_step is not None:
+        found = [(step, path) for step, path in found if step <= until_step]
+    return found[-count:]
+
+
+def prune(ckpt_root: Path, count: int, until_step: int | None = None) -> None:
+    """Delete the snapshots no average can use any more (nlpipe's own files, in its own folder).
+
+    Kept: the window of `count` ending at `until_step` (the best step; None: the newest), and the newest
+    ``count - 1``, which a later best validation's window would need."""
+    found = snapshots(ckpt_root)
+    newest = found[-(count - 1):] if count > 1 else []
+    keep = {step for step, _ in window(found, count, until_step)} | {step for step, _ in newest}
+    for step, path in found:
+        if step not in keep:
+            path.unlink(missing_ok=True)
 
 
 def drop_after(ckpt_root: Path, step: int) -> None:

@@ -516,18 +516,23 @@ def _train(
         )
         checkpoint()
         if averaging and accelerator.is_main_process:  # only now: a resume from this checkpoint has them all
-            checkpoint_averaging.keep_newest(ckpt_root, t.average_checkpoints)
+            checkpoint_averaging.prune(ckpt_root, t.average_checkpoints, average_until())
         patience = t.early_stopping_patience
         return patience is not None and state["evals_without_improvement"] >= patience
 
+    def average_until() -> int | None:
+        """The step the averaged window ends at: the best validation's, or None for the newest."""
+        return state["best_step"] if t.average_checkpoints_until == "best" else None
+
     def average_and_select() -> dict[str, Any] | None:
-        """Score the mean of the newest snapshots on validation; it becomes the best model if at least as good."""
+        """Score the mean of the window's snapshots on validation; it becomes the best model if at least as good."""
         with paused():
             return _average_and_select()
 
     def _average_and_select() -> dict[str, Any] | None:
         accelerator.wait_for_everyone()
-        found = checkpoint_averaging.snapshots(ckpt_root)[-t.average_checkpoints:]
+        found = checkpoint_averaging.window(checkpoint_averaging.snapshots(ckpt_root), t.average_checkpoints,
+                                            average_until())
         if len(found) < 2:
             return None
         average_path = checkpoint_averaging.snapshot_dir(ckpt_root) / "average.safetensors"

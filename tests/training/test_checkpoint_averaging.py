@@ -7,6 +7,7 @@ across a SIGKILL and --resume with averaging on is covered by tests/training/tes
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -55,11 +56,64 @@ def test_average_is_the_elementwise_mean_and_loads_into_tied_models(tmp_path: Pa
 def test_pruning_and_resume_keep_the_right_snapshots(tmp_path: Path) -> None:
     for step in (5, 10, 15, 20, 25):
         averaging.save_snapshot(tmp_path, Tied(), step)
-    averaging.keep_newest(tmp_path, 3)
+    averaging.prune(tmp_path, 3)
     assert [s for s, _ in averaging.snapshots(tmp_path)] == [15, 20, 25]
     averaging.drop_after(tmp_path, 20)  # a resume from the checkpoint of step 20: step 25 is trained again
     assert [s for s, _ in averaging.snapshots(tmp_path)] == [15, 20]
     assert not list(averaging.snapshot_dir(tmp_path).glob(".*"))  # no temporary files left
+
+
+def test_window_ending_at_the_best_step_and_what_pruning_keeps_for_it(tmp_path: Path) -> None:
+    steps = [10, 20, 30, 40, 50, 60, 70]
+    for step in steps:
+        averaging.save_snapshot(tmp_path, Tied(), step)
+    found = averaging.snapshots(tmp_path)
+    # brute force: the `count` steps up to and including the best one, or the newest `count`
+    for count in (2, 3, 5):
+        for best in steps:
+            assert [s for s, _ in averaging.window(found, count, best)] == [s for s in steps if s <= best][-count:]
+        assert [s for s, _ in averaging.window(found, count)] == steps[-count:]
+    averaging.prune(tmp_path, 3, until_step=30)  # the best's window, and the newest 2 a later best would need
+    assert [s for s, _ in averaging.snapshots(tmp_path)] == [10, 20, 30, 60, 70]
+    averaging.save_snapshot(tmp_path, Tied(), 80)  # a new best at 80: its window is the newest 3
+    averaging.prune(tmp_path, 3, until_step=80)
+    assert [s for s, _ in averaging.snapshots(tmp_path)] == [60, 70, 80]
+    averaging.prune(tmp_path, 3, until_step=None)
+    assert [s for s, _ in averaging.snapshots(tmp_path)] == [60, 70, 80]
+
+
+def test_run_averages_the_validations_ending_at_the_best_one(tmp_path: Path, monkeypatch) -> None:
+    """``average_checkpoints_until: best``: a run whose validation peaks early averages around the peak."""
+    from nlpipe.tasks.token_classification import TokenClassificationTask
+
+    calls = itertools.count()
+    real_evaluate = TokenClassificationTask.evaluate
+
+    def evaluate(self, *args, **kwargs):  # validation F1 peaks at the 2nd validation and never comes back
+        metrics = real_evaluate(self, *args, **kwargs)
+        return {**metrics, "f1": 40.0 if next(calls) == 1 else 10.0}
+
+    averaged: list[tuple[list[int], list[int]]] = []  # (steps averaged, steps on disk)
+    original = averaging.average
+
+    def spy(files: list[Path], out: Path) -> None:
+        steps = [int(averaging.SNAPSHOT.fullmatch(f.name).group(1)) for f in files]
+        averaged.append((steps, [s for s, _ in averaging.snapshots(files[0].parent.parent)]))
+        original(files, out)
+
+    monkeypatch.setattr(TokenClassificationTask, "evaluate", evaluate)
+    monkeypatch.setattr(averaging, "average", spy)
+    run_dir = tmp_path / "run"
+    run_recipe("ner-bilstm", [*TINY, "train.average_checkpoints=2", "train.average_checkpoints_until=best"],
+               data="sample", output_dir=run_dir, progress=False)
+    log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    validation_steps = [r["step"] for r in log if r.get("split") == "validation"]
+    assert len(validation_steps) >= 4  # the last two validations are not the best's window
+    record = json.loads((run_dir / "metrics.json").read_text())["train"]["checkpoint_average"]
+    assert record["best_single_step"] == validation_steps[1] and record["best_single_validation"] == 40.0
+    assert record["steps"] == validation_steps[:2]  # the best and the one before it, not the last two
+    # on disk when training ended: the best's window and the newest one (what a later best would have needed)
+    assert averaged == [(validation_steps[:2], [*validation_steps[:2], validation_steps[-1]])]
 
 
 def test_run_averages_the_last_validations_and_keeps_the_better_model(tmp_path: Path, monkeypatch) -> None:
@@ -129,3 +183,5 @@ def test_average_checkpoints_off_writes_no_snapshots(tmp_path: Path) -> None:
 def test_bad_value_is_one_line() -> None:
     with pytest.raises(NlpipeError, match=r"key 'train.average_checkpoints': -1 is out of range"):
         run_recipe("ner-bilstm", ["train.average_checkpoints=-1"], data="sample")
+    with pytest.raises(NlpipeError, match=r"key 'train.average_checkpoints_until': choose last or best"):
+        run_recipe("ner-bilstm", ["train.average_checkpoints_until=peak"], data="sample")
