@@ -110,7 +110,8 @@ class TrainSection:
     fail (HF5 notes). ``auto`` picks bf16 where it is fast and no elsewhere. Final scores are always
     computed in full precision."""
     eval_every_steps: int | None = None
-    """Evaluate on the validation split every N optimizer steps (default, or 0: at the end of each epoch)."""
+    """Evaluate on the validation split every N optimizer steps (default, or 0: at the end of each epoch).
+    The weights at the last step are always validated too, so steps after the last multiple of N count."""
     early_stopping_patience: int | None = None
     """Stop after this many evaluations without improvement of the selection metric."""
     seed: int = 42

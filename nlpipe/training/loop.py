@@ -691,8 +691,7 @@ def _train(
                     stopped = "early_stopping"
                     break
     except _StopTraining:
-        if state.get("last_eval_step", state["best_step"]) != state["global_step"]:
-            evaluate_and_select()
+        pass  # the closing validation below
     except _Interrupted:
         bar.close()
         checkpoint()
@@ -712,7 +711,9 @@ def _train(
         ) from None
     finally:
         bar.close()
-    if state["best_step"] is None:  # e.g. max_epochs=0
+    if state["best_step"] is None or state.get("last_eval_step") != state["global_step"]:
+        # Stopped (max_steps, a budget) or ran out of epochs between two validations: the steps since the last
+        # one count too (with a decaying schedule they are often the best); max_epochs=0: the initial model.
         evaluate_and_select()
     averaged = average_and_select() if averaging else None
     wall = time.perf_counter() - started

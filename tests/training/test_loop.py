@@ -32,3 +32,26 @@ def test_tokens_per_s_leaves_out_checkpoint_writing(tmp_path: Path, monkeypatch)
     assert len(written) >= 3  # at evaluations and in between
     not_training = train["wall_s"] - train["tokens"] / train["tokens_per_s"]
     assert not_training >= delay * len(written)  # every slow write counted as a pause, none as training
+
+
+def test_steps_after_the_last_validation_are_validated_and_can_win(tmp_path: Path, monkeypatch) -> None:
+    """A run that reaches max_epochs between two validations validates its final weights too, and keeps them when
+    they score best (with a decaying schedule the last steps are often the best ones)."""
+    from nlpipe.tasks.token_classification import TokenClassificationTask
+
+    real_evaluate = TokenClassificationTask.evaluate
+    scores = iter(range(10, 1000, 10))  # every validation better than the one before it
+
+    def evaluate(self, *args, **kwargs):
+        return {**real_evaluate(self, *args, **kwargs), "f1": float(next(scores))}
+
+    monkeypatch.setattr(TokenClassificationTask, "evaluate", evaluate)
+    run_dir = tmp_path / "run"
+    run_recipe("ner-bilstm", [*TINY, "train.eval_every_steps=4"], data="sample", output_dir=run_dir, progress=False)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    steps = metrics["train"]["steps"]
+    validated = [r["step"] for r in map(json.loads, (run_dir / "train_log.jsonl").read_text().splitlines())
+                 if r.get("split") == "validation"]
+    assert steps % 4 != 0  # the epoch ends between two validations (else this test checks nothing)
+    assert validated == [*range(4, steps, 4), steps]  # every 4 steps, and the final weights once
+    assert metrics["train"]["best_step"] == steps
