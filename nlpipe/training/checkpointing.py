@@ -246,7 +246,8 @@ def check_resume_identity(run_dir: Path, identity: dict[str, Any]) -> None:
     `identity` holds what this invocation would train with: ``recipe`` (`Recipe.to_dict()`), ``data``
     (`describe_source`) and, once the data is loaded, ``data_sha256`` (`data_fingerprint`). It is
     compared with what the newest intact checkpoint recorded (or, for checkpoints older than that
-    record, with ``recipe.yaml``). Call it before writing anything.
+    record, with ``recipe.yaml``), read through today's recipe schema, so settings added to nlpipe since
+    the run started count as their defaults. Call it before writing anything.
 
     Raises:
         NlpipeError: one line naming what differs.
@@ -261,6 +262,8 @@ def check_resume_identity(run_dir: Path, identity: dict[str, Any]) -> None:
         saved = {"recipe": parse_recipe(read_yaml(run_dir / "recipe.yaml"), str(run_dir / "recipe.yaml")).to_dict()}
     saved = json.loads(json.dumps(saved, default=str))
     now = json.loads(json.dumps(identity, default=str))  # the JSON form the checkpoint holds (lists, not tuples)
+    if isinstance(saved.get("recipe"), dict):
+        saved["recipe"] = _through_todays_schema(saved["recipe"])
     problems = []
     if "recipe" in saved and "recipe" in now:
         changed = _differences(saved["recipe"], now["recipe"])
@@ -277,6 +280,19 @@ def check_resume_identity(run_dir: Path, identity: dict[str, Any]) -> None:
             f"{run_dir}: cannot resume: {'; '.join(problems)}; resume with the recipe, overrides and data the run "
             "started with, or start a new run (another --output-dir, or --overwrite)"
         )
+
+
+def _through_todays_schema(recipe: dict[str, Any]) -> dict[str, Any]:
+    """A recipe recorded by an older nlpipe, read the way this one reads recipes: settings added since take
+    their defaults, so upgrading nlpipe in the middle of a run does not read as a change of recipe (a setting
+    left at its default trains as before; one set otherwise still differs). A recipe this nlpipe cannot read
+    (a setting removed since) is compared as recorded."""
+    from ..recipe import parse_recipe
+
+    try:
+        return json.loads(json.dumps(parse_recipe(recipe).to_dict(), default=str))
+    except NlpipeError:
+        return recipe
 
 
 def _source_words(data: dict[str, Any]) -> str:

@@ -129,17 +129,21 @@ def _identity(**changes: object) -> dict:
             "data_sha256": str(changes.get("sha", "aaaa1111bbbb2222"))}
 
 
-def test_resume_identity_names_what_differs(tmp_path: Path) -> None:
-    from nlpipe.training.checkpointing import check_resume_identity
-
-    step = _save(tmp_path / "run" / "checkpoints", 4)
+def _record_identity(run: Path, identity: dict) -> None:
+    """A checkpoint of `run` that recorded `identity` (the manifest kept consistent, so it stays intact)."""
+    step = _save(run / "checkpoints", 4)
     state = json.loads((step / "trainer_state.json").read_text())
-    state["identity"] = _identity()
+    state["identity"] = identity
     (step / "trainer_state.json").write_text(json.dumps(state))
     manifest = json.loads((step / "manifest.json").read_text())
     manifest["files"]["trainer_state.json"] = (step / "trainer_state.json").stat().st_size
     (step / "manifest.json").write_text(json.dumps(manifest))
 
+
+def test_resume_identity_names_what_differs(tmp_path: Path) -> None:
+    from nlpipe.training.checkpointing import check_resume_identity
+
+    _record_identity(tmp_path / "run", _identity())
     check_resume_identity(tmp_path / "run", _identity())  # the same: fine
     described = _identity()
     described["recipe"]["description"] = "another text"
@@ -152,6 +156,29 @@ def test_resume_identity_names_what_differs(tmp_path: Path) -> None:
                                           r"train.seed: 42 -> 7\)"):
         check_resume_identity(tmp_path / "run", _identity(**{"train.batch_size": 8, "train.seed": 7}))
 
+
+
+def test_resume_accepts_settings_added_since_the_run_started_at_their_defaults(tmp_path: Path) -> None:
+    """A run started by an older nlpipe recorded a recipe without the settings added since: resuming it with
+    today's nlpipe works while those settings keep their defaults (training is as before) and is refused,
+    naming the setting, when one is set otherwise. A setting today's nlpipe no longer knows still differs."""
+    from nlpipe.recipe import TrainSection
+    from nlpipe.training.checkpointing import check_resume_identity
+
+    older = _identity()
+    for key in ("average_checkpoints_until", "average_checkpoints"):  # settings an older nlpipe did not have
+        assert older["recipe"]["train"].pop(key) == getattr(TrainSection(), key)  # this recipe leaves the default
+    _record_identity(tmp_path / "run", older)
+    check_resume_identity(tmp_path / "run", _identity())
+    with pytest.raises(NlpipeError, match=r"cannot resume: recipe differs \(train.average_checkpoints_until: "
+                                          r'"last" -> "best"\)'):
+        check_resume_identity(tmp_path / "run", _identity(**{"train.average_checkpoints_until": "best"}))
+
+    removed = _identity()
+    removed["recipe"]["train"]["retired_knob"] = 3
+    _record_identity(tmp_path / "gone", removed)
+    with pytest.raises(NlpipeError, match=r"cannot resume: recipe differs \(train.retired_knob: 3 -> null\)"):
+        check_resume_identity(tmp_path / "gone", _identity())
 
 FULL_DISK_CLI = """
 import errno, sys
