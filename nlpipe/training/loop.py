@@ -352,6 +352,7 @@ def _train(
         "global_step": 0, "epoch": 0, "batches_done": 0, "best_metric": None, "best_step": None,
         "evals_without_improvement": 0, "train_tokens": 0, "train_seconds": 0.0, "eval_seconds": 0.0,
         "num_processes": accelerator.num_processes, "history": [], "last_eval_step": None, "recent_losses": [],
+        "running_loss": None,
         "identity": identity or {},
         "budget": plan.state_dict() if plan else None,
     }
@@ -370,8 +371,10 @@ def _train(
             )
         for note in notes:
             accelerator.print(f"warning: {note}; falling back to {found.name}")
-        state = load_checkpoint(found, unwrapped, optimizer, scheduler, restore_rng=False)
-        saved_processes = state.get("num_processes", 1)
+        saved = load_checkpoint(found, unwrapped, optimizer, scheduler, restore_rng=False)
+        saved_processes = saved.get("num_processes", 1)  # not recorded by single-process runs of older nlpipe
+        # A checkpoint written by an older nlpipe lacks the keys added since: they keep their fresh values.
+        state = {**state, **saved}
         if saved_processes != accelerator.num_processes and state["batches_done"]:
             # Process p saw batches p, p+N, ...: the first batches_done × N batches of the epoch are done.
             state["batches_done"] = state["batches_done"] * saved_processes // accelerator.num_processes
@@ -381,7 +384,7 @@ def _train(
             )
         state["num_processes"] = accelerator.num_processes
         if plan is not None:  # continue the saved plan (the scheduler reads it)
-            plan.load_state_dict(state.get("budget"), str(found))
+            plan.load_state_dict(saved.get("budget"), str(found))  # what the checkpoint planned, not the fresh plan
             total_steps = plan.total_steps
         pending_rng = load_rng_state(found, accelerator.process_index, accelerator.num_processes)
         if state["batches_done"]:  # mid-epoch: continue from the state the task carried at the checkpoint
@@ -408,7 +411,7 @@ def _train(
         try:
             yield
         finally:
-            state["eval_seconds"] = state.get("eval_seconds", 0.0) + time.perf_counter() - paused_at
+            state["eval_seconds"] += time.perf_counter() - paused_at
 
     def write_failed(exc: OSError, what: str) -> NlpipeError:
         """One line for a failed write (ENOSPC, EDQUOT, EIO...): which, why, and what --resume will use."""
@@ -575,11 +578,11 @@ def _train(
     )
     started = time.perf_counter() - state["train_seconds"]
     window_tokens, window_start = 0, time.perf_counter()
-    running_loss = state.get("running_loss")  # the smoothed loss is part of what a resume must continue
+    running_loss = state["running_loss"]  # the smoothed loss is part of what a resume must continue
     stopped = "max_epochs"
     model.train()
     interrupt = _DeferredInterrupt()
-    recent_losses: list[float] = state.setdefault("recent_losses", [])
+    recent_losses: list[float] = state["recent_losses"]
     try:
         with interrupt:
             if resume and stop_reason():  # resumed from a checkpoint written when training had already stopped
@@ -647,7 +650,7 @@ def _train(
                         state["train_seconds"] = time.perf_counter() - started
                         bar.update(1)
                         if plan is not None:  # re-plan before this step's log/checkpoint records the plan
-                            clock = (state["train_seconds"], state.get("eval_seconds", 0.0))
+                            clock = (state["train_seconds"], state["eval_seconds"])
                             if plan.needs_clock:  # every process must make the same plan
                                 clock = synchronized_clock(accelerator, *clock)
                             if plan.update(state["global_step"], *clock):
@@ -711,13 +714,13 @@ def _train(
         ) from None
     finally:
         bar.close()
-    if state["best_step"] is None or state.get("last_eval_step") != state["global_step"]:
+    if state["best_step"] is None or state["last_eval_step"] != state["global_step"]:
         # Stopped (max_steps, a budget) or ran out of epochs between two validations: the steps since the last
         # one count too (with a decaying schedule they are often the best); max_epochs=0: the initial model.
         evaluate_and_select()
     averaged = average_and_select() if averaging else None
     wall = time.perf_counter() - started
-    train_only = max(wall - state.get("eval_seconds", 0.0), 1e-9)  # tokens/s counts training steps only (paused())
+    train_only = max(wall - state["eval_seconds"], 1e-9)  # tokens/s counts training steps only (paused())
     tokens = state["train_tokens"]
     if accelerator.num_processes > 1:
         tokens = int(accelerator.reduce(torch.tensor([tokens], device=accelerator.device), reduction="sum").item())

@@ -149,6 +149,30 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path, straight: Path
     _assert_same_run(tmp_path / "killed", straight)
 
 
+
+#: The trainer state of the first resumable checkpoints (2026-11-26), plus the smoothed loss, without which the
+#: resumed log's smoothed losses would restart (training itself would not change).
+FIRST_STATE_KEYS = ("global_step", "epoch", "batches_done", "best_metric", "best_step", "evals_without_improvement",
+                    "train_tokens", "train_seconds", "eval_seconds", "history", "running_loss")
+
+
+def test_checkpoint_of_an_older_nlpipe_resumes_exactly(tmp_path: Path, straight: Path) -> None:
+    """A checkpoint written before the trainer state grew its later keys (recorded identity, process count, the
+    last validated step, recent losses, the budget plan, and whatever is added next) resumes exactly."""
+    code, _, err = _finish(_start(tmp_path, "older", "kill"))
+    assert code == -9, err[-2000:]
+    step = tmp_path / "older" / "checkpoints" / (tmp_path / "older" / "checkpoints" / "latest").read_text().strip()
+    state = json.loads((step / "trainer_state.json").read_text())
+    assert set(state) - set(FIRST_STATE_KEYS)  # there is something to strip (else this test checks nothing)
+    (step / "trainer_state.json").write_text(json.dumps({k: state[k] for k in FIRST_STATE_KEYS}))
+    manifest = json.loads((step / "manifest.json").read_text())  # keep the checkpoint intact
+    manifest["files"]["trainer_state.json"] = (step / "trainer_state.json").stat().st_size
+    (step / "manifest.json").write_text(json.dumps(manifest))
+    code, out, err = _finish(_start(tmp_path, "older", "none", "--resume"))
+    assert code == 0, err[-2000:]
+    assert f"resumed from {step}" in out + err
+    _assert_same_run(tmp_path / "older", straight)
+
 def _wait_for_step(proc: subprocess.Popen, log: Path, step: int) -> None:
     """Block until the training log records `step` (the run is then mid-epoch 2)."""
     deadline = time.monotonic() + 300
