@@ -25,3 +25,12 @@ def write_intact_checkpoint(checkpoints: Path, step: int, state: dict | None = N
     (folder / "trainer_state.json").write_text(json.dumps({"global_step": step, **(state or {})}))
     (checkpoints / "latest").write_text(folder.name)
     return folder
+
+
+def replace_trainer_state(folder: Path, state: dict) -> None:
+    """Rewrite a real checkpoint's ``trainer_state.json`` (as an older or another nlpipe would have written it),
+    keeping its manifest of file sizes consistent so that the checkpoint still counts as intact."""
+    (folder / "trainer_state.json").write_text(json.dumps(state))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["trainer_state.json"] = (folder / "trainer_state.json").stat().st_size
+    (folder / "manifest.json").write_text(json.dumps(manifest))

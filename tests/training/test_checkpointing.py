@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fake_checkpoints import replace_trainer_state
 
 from nlpipe.errors import NlpipeError
 from nlpipe.training.checkpointing import checkpoint_problem, find_resumable, save_checkpoint
@@ -133,11 +134,7 @@ def _record_identity(run: Path, identity: dict) -> None:
     """A checkpoint of `run` that recorded `identity` (the manifest kept consistent, so it stays intact)."""
     step = _save(run / "checkpoints", 4)
     state = json.loads((step / "trainer_state.json").read_text())
-    state["identity"] = identity
-    (step / "trainer_state.json").write_text(json.dumps(state))
-    manifest = json.loads((step / "manifest.json").read_text())
-    manifest["files"]["trainer_state.json"] = (step / "trainer_state.json").stat().st_size
-    (step / "manifest.json").write_text(json.dumps(manifest))
+    replace_trainer_state(step, {**state, "identity": identity})
 
 
 def test_resume_identity_names_what_differs(tmp_path: Path) -> None:
@@ -155,7 +152,6 @@ def test_resume_identity_names_what_differs(tmp_path: Path) -> None:
     with pytest.raises(NlpipeError, match=r"cannot resume: recipe differs \(train.batch_size: 32 -> 8; "
                                           r"train.seed: 42 -> 7\)"):
         check_resume_identity(tmp_path / "run", _identity(**{"train.batch_size": 8, "train.seed": 7}))
-
 
 
 def test_resume_accepts_settings_added_since_the_run_started_at_their_defaults(tmp_path: Path) -> None:
@@ -179,6 +175,7 @@ def test_resume_accepts_settings_added_since_the_run_started_at_their_defaults(t
     _record_identity(tmp_path / "gone", removed)
     with pytest.raises(NlpipeError, match=r"cannot resume: recipe differs \(train.retired_knob: 3 -> null\)"):
         check_resume_identity(tmp_path / "gone", _identity())
+
 
 FULL_DISK_CLI = """
 import errno, sys

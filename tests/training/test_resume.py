@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fake_checkpoints import replace_trainer_state
 
 from nlpipe.errors import NlpipeError
 
@@ -149,7 +150,6 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path, straight: Path
     _assert_same_run(tmp_path / "killed", straight)
 
 
-
 #: The trainer state of the first resumable checkpoints (2026-11-26), plus the smoothed loss, without which the
 #: resumed log's smoothed losses would restart (training itself would not change).
 FIRST_STATE_KEYS = ("global_step", "epoch", "batches_done", "best_metric", "best_step", "evals_without_improvement",
@@ -164,14 +164,12 @@ def test_checkpoint_of_an_older_nlpipe_resumes_exactly(tmp_path: Path, straight:
     step = tmp_path / "older" / "checkpoints" / (tmp_path / "older" / "checkpoints" / "latest").read_text().strip()
     state = json.loads((step / "trainer_state.json").read_text())
     assert set(state) - set(FIRST_STATE_KEYS)  # there is something to strip (else this test checks nothing)
-    (step / "trainer_state.json").write_text(json.dumps({k: state[k] for k in FIRST_STATE_KEYS}))
-    manifest = json.loads((step / "manifest.json").read_text())  # keep the checkpoint intact
-    manifest["files"]["trainer_state.json"] = (step / "trainer_state.json").stat().st_size
-    (step / "manifest.json").write_text(json.dumps(manifest))
+    replace_trainer_state(step, {k: state[k] for k in FIRST_STATE_KEYS})
     code, out, err = _finish(_start(tmp_path, "older", "none", "--resume"))
     assert code == 0, err[-2000:]
     assert f"resumed from {step}" in out + err
     _assert_same_run(tmp_path / "older", straight)
+
 
 def _wait_for_step(proc: subprocess.Popen, log: Path, step: int) -> None:
     """Block until the training log records `step` (the run is then mid-epoch 2)."""
