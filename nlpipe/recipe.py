@@ -51,7 +51,9 @@ class BudgetSection:
 
     The budget is resolved to optimizer steps before the learning-rate schedule is built, so warm-up
     and decay end when the budget does; it replaces ``max_epochs``, while ``max_steps`` and
-    ``max_train_minutes`` still stop a run early (see `nlpipe.training.budget`)."""
+    ``max_train_minutes`` still stop a run early (see `nlpipe.training.budget`). A budget or
+    ``max_epochs`` given over the recipe (sample settings, overrides) replaces the recipe's budget
+    (`replace_recipe_budget`)."""
 
     steps: int | None = None
     """Optimizer steps."""
@@ -511,6 +513,35 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> d
     return raw
 
 
+BUDGET_KEYS = ("train.budget.steps", "train.budget.tokens", "train.budget.minutes")
+LENGTH_KEYS = (*BUDGET_KEYS, "train.max_epochs")
+"""Overrides that say how long to train: each replaces a budget the recipe file sets."""
+
+
+def replace_recipe_budget(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """`raw` without the recipe's own ``train.budget`` when `overrides` say how long to train.
+
+    A recipe may be sized by a budget (minutes on the CPU its figures came from) and be run shorter
+    (``train.max_epochs=2``) or compared under another budget (``nlpipe compare ...
+    train.budget.tokens=2e6``): the length given last is the run's, as for any other setting. Two
+    budget kinds given together in `overrides` are still the error `check_budget` names.
+    """
+    given = set()
+    for item in overrides:
+        key, _, text = item.partition("=")
+        if key.strip() in LENGTH_KEYS and text.strip() not in ("", "null", "~", "None"):
+            given.add(key.strip())
+    train = raw.get("train")
+    budget = train.get("budget") if isinstance(train, dict) else None
+    if not given or not isinstance(budget, dict):
+        return raw
+    raw = copy.deepcopy(raw)
+    for kind in list(budget):
+        if f"train.budget.{kind}" in BUDGET_KEYS and f"train.budget.{kind}" not in given:
+            raw["train"]["budget"][kind] = None
+    return raw
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp)).replace("typing.", "")
 
@@ -713,7 +744,13 @@ def recipe_from_yaml(raw: Any, source: str, overrides: list[str] | None = None, 
     profile = _sample_overrides(raw, str(path))
     from .model_registry import validate_model_section  # late: registry imports transformers
 
-    recipe = parse_recipe(apply_overrides(copy.deepcopy(raw), overrides or [], str(path)), str(path))
+    overrides = overrides or []
+
+    def applied(base: dict[str, Any], layer: list[str]) -> dict[str, Any]:
+        # Each layer (sample settings, then overrides) over the last; a length it gives replaces a budget below.
+        return apply_overrides(copy.deepcopy(replace_recipe_budget(base, layer)), layer, str(path))
+
+    recipe = parse_recipe(applied(raw, overrides), str(path))
     validate_model_section(recipe)
     from .data.catalog import get_source
 
@@ -728,9 +765,7 @@ def recipe_from_yaml(raw: Any, source: str, overrides: list[str] | None = None, 
     if not profile:
         return recipe
     try:
-        with_profile = parse_recipe(
-            apply_overrides(apply_overrides(raw, profile, str(path)), overrides or [], str(path)), str(path)
-        )
+        with_profile = parse_recipe(applied(applied(raw, profile), overrides), str(path))
         validate_model_section(with_profile)
     except NlpipeError as exc:
         raise NlpipeError(f"{exc} (with the recipe's 'sample' settings applied; fix the 'sample' section)") from exc

@@ -367,3 +367,25 @@ def test_bad_sample_settings_are_found_without_a_sample_run(tmp_path: Path, samp
     with pytest.raises(NlpipeError) as info:
         load_recipe(str(path))  # validated even when the run is not on sample data
     assert str(path) in str(info.value) and message in str(info.value)
+
+
+def test_a_length_given_as_an_override_replaces_the_recipes_budget(tmp_path: Path) -> None:
+    """A recipe sized in minutes can be run shorter (max_epochs) or under another budget kind (nlpipe compare's
+    tokens): the length given last wins, layer by layer (file, sample settings, overrides)."""
+    path = write(tmp_path, {**BASE, "train": {"budget": {"minutes": 70}, "max_epochs": 12},
+                            "sample": {"train.max_epochs": 3}})
+    assert load_recipe(str(path)).train.budget.minutes == 70
+    assert load_recipe(str(path), ["train.seed=3", "train.max_steps=5"]).train.budget.minutes == 70  # not a length
+    tokens = load_recipe(str(path), ["train.budget.tokens=2e6"]).train.budget
+    assert (tokens.tokens, tokens.minutes) == (2e6, None)
+    epochs = load_recipe(str(path), ["train.max_epochs=2"]).train
+    assert (epochs.max_epochs, epochs.budget.minutes) == (2, None)
+    assert load_recipe(str(path), ["train.budget.minutes=null"]).train.budget.minutes is None
+    quick = load_recipe(str(path), sample=True).train  # the sample's max_epochs replaces the file's budget
+    assert (quick.max_epochs, quick.budget.minutes) == (3, None)
+    steps = load_recipe(str(path), ["train.budget.steps=9"], sample=True).train.budget
+    assert (steps.steps, steps.minutes) == (9, None)
+    # Two kinds on one command line are still ambiguous; the file itself is left as it was.
+    with pytest.raises(NlpipeError, match="key 'train.budget': sets steps and tokens; give exactly one"):
+        load_recipe(str(path), ["train.budget.tokens=2e6", "train.budget.steps=3"])
+    assert yaml.safe_load(path.read_text())["train"]["budget"] == {"minutes": 70}

@@ -192,6 +192,22 @@ def test_minutes_budget_stops_the_loop_on_time(tmp_path: Path) -> None:
     assert train["steps"] <= train["budget"]["planned_steps"]
 
 
+def test_a_recipe_sized_in_minutes_runs_under_the_budget_given_on_the_command_line(tmp_path: Path) -> None:
+    """nlpipe compare gives every recipe one tokens/steps budget: a recipe's own minutes must give way, not clash."""
+    import yaml
+
+    raw = yaml.safe_load(Path(load_recipe("ner-bilstm").source).read_text())
+    raw["train"]["budget"] = {"minutes": 60}
+    path = tmp_path / "sized-in-minutes.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    result = run_recipe(str(path), [*TINY, "train.budget.steps=4"], data="sample", output_dir=tmp_path / "run",
+                        progress=False)
+    assert result.metrics["train"]["budget"] == {"steps": 4, "planned_steps": 4}
+    assert result.metrics["train"]["steps"] == 4
+    recorded = yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())["train"]["budget"]
+    assert recorded == {"steps": 4, "tokens": None, "minutes": None}
+
+
 def test_a_schedule_that_is_not_step_based_is_refused() -> None:
     with pytest.raises(NlpipeError, match="'reduce_lr_on_plateau' cannot be sized by train.budget"):
         BudgetPlan("steps", 10, 10, 10).make_scheduler(_optimizer(), "reduce_lr_on_plateau")
