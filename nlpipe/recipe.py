@@ -53,7 +53,7 @@ class BudgetSection:
     and decay end when the budget does; it replaces ``max_epochs``, while ``max_steps`` and
     ``max_train_minutes`` still stop a run early (see `nlpipe.training.budget`). A budget or
     ``max_epochs`` given over the recipe (sample settings, overrides) replaces the recipe's budget
-    (`replace_recipe_budget`)."""
+    (`apply_layer`)."""
 
     steps: int | None = None
     """Optimizer steps."""
@@ -513,32 +513,28 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> d
     return raw
 
 
-BUDGET_KEYS = ("train.budget.steps", "train.budget.tokens", "train.budget.minutes")
-LENGTH_KEYS = (*BUDGET_KEYS, "train.max_epochs")
-"""Overrides that say how long to train: each replaces a budget the recipe file sets."""
-
-
-def replace_recipe_budget(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """`raw` without the recipe's own ``train.budget`` when `overrides` say how long to train.
+def apply_layer(base: dict[str, Any], layer: list[str], source: str) -> dict[str, Any]:
+    """A copy of `base` with the ``key.sub=value`` items of `layer` applied; a length of training the
+    layer sets (a budget of any kind, or ``train.max_epochs``) replaces the budget kinds below it.
 
     A recipe may be sized by a budget (minutes on the CPU its figures came from) and be run shorter
     (``train.max_epochs=2``) or compared under another budget (``nlpipe compare ...
     train.budget.tokens=2e6``): the length given last is the run's, as for any other setting. Two
-    budget kinds given together in `overrides` are still the error `check_budget` names.
+    budget kinds set in one layer stay the error `check_budget` names.
     """
-    given = set()
-    for item in overrides:
-        key, _, text = item.partition("=")
-        if key.strip() in LENGTH_KEYS and text.strip() not in ("", "null", "~", "None"):
-            given.add(key.strip())
+    raw = apply_overrides(copy.deepcopy(base), layer, source)
     train = raw.get("train")
     budget = train.get("budget") if isinstance(train, dict) else None
-    if not given or not isinstance(budget, dict):
+    if not isinstance(budget, dict):
         return raw
-    raw = copy.deepcopy(raw)
-    for kind in list(budget):
-        if f"train.budget.{kind}" in BUDGET_KEYS and f"train.budget.{kind}" not in given:
-            raw["train"]["budget"][kind] = None
+    keys = {item.partition("=")[0].strip() for item in layer}
+    kinds = [f.name for f in dataclasses.fields(BudgetSection)]
+    sets_length = ("train.max_epochs" in keys and train.get("max_epochs") is not None) or any(
+        f"train.budget.{kind}" in keys and budget.get(kind) is not None for kind in kinds)
+    if sets_length:
+        for kind in kinds:
+            if kind in budget and f"train.budget.{kind}" not in keys:
+                budget[kind] = None
     return raw
 
 
@@ -745,12 +741,7 @@ def recipe_from_yaml(raw: Any, source: str, overrides: list[str] | None = None, 
     from .model_registry import validate_model_section  # late: registry imports transformers
 
     overrides = overrides or []
-
-    def applied(base: dict[str, Any], layer: list[str]) -> dict[str, Any]:
-        # Each layer (sample settings, then overrides) over the last; a length it gives replaces a budget below.
-        return apply_overrides(copy.deepcopy(replace_recipe_budget(base, layer)), layer, str(path))
-
-    recipe = parse_recipe(applied(raw, overrides), str(path))
+    recipe = parse_recipe(apply_layer(raw, overrides, str(path)), str(path))
     validate_model_section(recipe)
     from .data.catalog import get_source
 
@@ -765,7 +756,7 @@ def recipe_from_yaml(raw: Any, source: str, overrides: list[str] | None = None, 
     if not profile:
         return recipe
     try:
-        with_profile = parse_recipe(applied(applied(raw, profile), overrides), str(path))
+        with_profile = parse_recipe(apply_layer(apply_layer(raw, profile, str(path)), overrides, str(path)), str(path))
         validate_model_section(with_profile)
     except NlpipeError as exc:
         raise NlpipeError(f"{exc} (with the recipe's 'sample' settings applied; fix the 'sample' section)") from exc

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import yaml
 from transformers import get_scheduler
 
 import nlpipe.training.loop as loop_module
@@ -194,8 +195,6 @@ def test_minutes_budget_stops_the_loop_on_time(tmp_path: Path) -> None:
 
 def test_a_recipe_sized_in_minutes_runs_under_the_budget_given_on_the_command_line(tmp_path: Path) -> None:
     """nlpipe compare gives every recipe one tokens/steps budget: a recipe's own minutes must give way, not clash."""
-    import yaml
-
     raw = yaml.safe_load(Path(load_recipe("ner-bilstm").source).read_text())
     raw["train"]["budget"] = {"minutes": 60}
     path = tmp_path / "sized-in-minutes.yaml"
