@@ -17,6 +17,8 @@ import torch
 
 ort = pytest.importorskip("onnxruntime")
 
+from tiny_models import TINY_CRF_TAGGER  # noqa: E402
+
 from nlpipe.data.readers import read_conll  # noqa: E402
 from nlpipe.export import export_onnx  # noqa: E402
 from nlpipe.export.onnx_config import OnnxGraph  # noqa: E402
@@ -29,10 +31,6 @@ from nlpipe.run import run_recipe  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 CONLL_TEST = REPO.parent / "shared" / "data" / "conll2003" / "test.txt.gz"
-TINY_TAGGER = [
-    "model.hidden_size=16", "model.embedding_dim=16", "model.char_hidden_size=8", "model.char_embedding_dim=8",
-    "data.max_train_examples=300", "data.max_eval_examples=40", "train.max_steps=60", "train.learning_rate=0.02",
-]
 # Runs a script with torch, transformers and nlpipe made unimportable: the export must not need them.
 NO_TORCH = """
 import importlib.abc, json, sys
@@ -124,7 +122,7 @@ def test_tagger_graph_equals_pytorch_on_a_padded_batch(
 @pytest.fixture(scope="module")
 def crf_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("onnx-crf") / "run"
-    run_recipe("ner-bilstm-crf", TINY_TAGGER, data="sample", output_dir=run_dir, progress=False)
+    run_recipe("ner-bilstm-crf", TINY_CRF_TAGGER, data="sample", output_dir=run_dir, progress=False)
     return run_dir
 
 
@@ -213,7 +211,7 @@ def test_cli_option_errors_are_one_line(args: list[str], message: str, tmp_path:
 
 @pytest.mark.parametrize("recipe", ["ner-gru", "ner-bilstm"])
 def test_taggers_without_crf_or_chars_give_the_pipeline_entities(recipe: str, tmp_path: Path) -> None:
-    overrides = [o for o in TINY_TAGGER if not o.startswith("model.char")]
+    overrides = [o for o in TINY_CRF_TAGGER if not o.startswith("model.char")]
     run = run_recipe(recipe, overrides, data="sample", output_dir=tmp_path / "run", progress=False).run_dir
     # Sample sentences: a words-only tagger trained on the sample knows their words (CoNLL's are mostly unknown).
     from nlpipe.data.samples import make_sample

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_models import TINY_CRF_TAGGER
 
 from nlpipe.prediction import predict
 from nlpipe.recipe import load_recipe
@@ -66,11 +67,7 @@ def check_offsets(text: str, entities: list[dict], *, words_as_written: bool = F
 @pytest.fixture(scope="module")
 def crf_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("ner-crf") / "run"
-    # The recipe lower-cases words, so entities must be learnt from the (tiny) char-BiLSTM: 60 steps at a high
-    # rate make the model predict entities at all, which the comparisons below need.
-    trained_enough = [o for o in TINY_RNN if not o.startswith("train.max_steps")]
-    trained_enough += ["train.max_steps=60", "train.learning_rate=0.02"]
-    run_recipe("ner-bilstm-crf", trained_enough, data="sample", output_dir=run_dir, progress=False)
+    run_recipe("ner-bilstm-crf", TINY_CRF_TAGGER, data="sample", output_dir=run_dir, progress=False)
     return run_dir
 
 

@@ -11,15 +11,10 @@ pytest.importorskip("fastapi", reason="nlpipe serve needs the `serve` extra (pip
 pytest.importorskip("uvicorn", reason="nlpipe serve needs the `serve` extra (pip install -e '.[test]')")
 
 from server_process import ServerProcess  # noqa: E402
+from tiny_models import TINY_CRF_TAGGER  # noqa: E402
 
 from nlpipe.run import run_recipe  # noqa: E402
 
-TINY_NER = [
-    "model.hidden_size=16", "model.embedding_dim=16", "model.char_hidden_size=8", "model.char_embedding_dim=8",
-    "data.max_train_examples=300", "data.max_eval_examples=40",
-    # 60 steps at a high rate: enough for the tiny tagger to predict entities at all
-    "train.max_steps=60", "train.learning_rate=0.02",
-]
 TINY_TRANSLATION = [
     "tokenizer.vocab_size=90", "model.embedding_dim=16", "model.hidden_size=32", "train.max_steps=30",
     "data.max_train_examples=200", "data.max_eval_examples=8", "generate.num_beams=1", "generate.max_new_tokens=12",
@@ -30,7 +25,7 @@ TINY_TRANSLATION = [
 @pytest.fixture(scope="session")
 def ner_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("serve-ner") / "run"
-    run_recipe("ner-bilstm-crf", TINY_NER, data="sample", output_dir=run_dir, progress=False)
+    run_recipe("ner-bilstm-crf", TINY_CRF_TAGGER, data="sample", output_dir=run_dir, progress=False)
     return run_dir
 
 
