@@ -15,7 +15,6 @@ label smoothing 0 and 0.1, after checking that they agree. The answer depends on
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -86,9 +85,7 @@ def main() -> None:
 
     if args.allocator == "tcmalloc":
         use_tcmalloc()  # re-executes this script with tcmalloc preloaded (once), where it is installed
-    else:
-        os.environ["NLPIPE_ALLOCATOR"] = "system"
-    allocator = loaded_allocator()
+    allocator = loaded_allocator()  # what is really mapped (an LD_PRELOAD of the caller's counts too)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     logits = (torch.randn(args.rows, args.vocab) * 3).bfloat16().requires_grad_()
